@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "fsx",
+      "sources": ["fsx.c"],
+      "cflags": ["-O2", "-Wall"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+    }
+  ]
+}

@@ -2,7 +2,7 @@
  * The block store: content-addressed blocks on disk (blockstore-fs), every block hashed and
  * checked against its CID when read. A block that fails the check is reported, never returned.
  */
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
 import { NextToLast } from 'blockstore-fs/sharding'
@@ -62,16 +62,16 @@ export class BlockStore implements BlockGetter {
   /** Stores bytes under their own hash; returns whether the block was new. */
   async put (bytes: Uint8Array, codec: number = RAW_CODE): Promise<PutResult> {
     const cid = cidFor(bytes, codec)
-    return await this.putBlock(cid, bytes, false)
+    return await this.putBlock(cid, bytes)
   }
 
   /** Stores a block received from elsewhere after checking it hashes to cid. */
   async putVerified (cid: CID, bytes: Uint8Array): Promise<PutResult> {
     if (!matchesCid(cid, bytes)) throw new ImgmeshError('EBADBLOCK', `block does not hash to ${cid.toString()}`)
-    return await this.putBlock(cid, bytes, false)
+    return await this.putBlock(cid, bytes)
   }
 
-  private async putBlock (cid: CID, bytes: Uint8Array, _verified: boolean): Promise<PutResult> {
+  private async putBlock (cid: CID, bytes: Uint8Array): Promise<PutResult> {
     if (await this.fs.has(cid)) {
       return { cid, added: false }
     }
@@ -100,9 +100,9 @@ export class BlockStore implements BlockGetter {
   async sweep (keep: Set<string>): Promise<{ removed: number, bytes: number }> {
     let removed = 0
     let bytes = 0
-    for await (const { cid, bytes: data } of this.fs.getAll()) {
+    for await (const { cid } of this.fs.getAll()) {
       if (keep.has(blockKey(cid))) continue
-      bytes += data.length
+      try { bytes += (await stat(this.pathOf(cid))).size } catch {}
       await this.fs.delete(cid)
       removed++
     }

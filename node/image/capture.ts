@@ -1,0 +1,356 @@
+/**
+ * Capture: walk a golden tree (one filesystem, excludes applied) into tree blocks and content
+ * chunks, reusing the previous version's chunk lists for files whose stat did not change, and
+ * record the result as the next signed version of the image.
+ */
+import { lstat, open, readdir, readlink, realpath } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import type { BigIntStats } from 'node:fs'
+import { join } from 'node:path'
+import type { CID } from 'multiformats/cid'
+import { ImageStore } from './image-store.ts'
+import { Chunker, DEFAULT_CHUNKING, type ChunkingOptions } from '../chunk/chunker.ts'
+import { ExcludeList, DEFAULT_CAPTURE_EXCLUDES } from '../tree/exclude.ts'
+import { encodeTree, compareNames, type TreeEntry, type Segment } from '../../protocols/tree.ts'
+import { DAG_CBOR_CODE } from '../store/cid.ts'
+import type { RootAttributes } from '../../protocols/version.ts'
+import { nativeFs } from '../native/fsx.ts'
+import { baseEntry, entryTypeOf, readXattrs, splitDev, joinPath, showPath, xattrsEqual } from '../tree/entry-metadata.ts'
+import { nameKey, type DirNode } from '../tree/tree-loader.ts'
+import { readJson, writeJson } from '../store/json-file.ts'
+import { ImgmeshError, isErrno, fsError } from '../errors.ts'
+import { createLogger } from '../logger.ts'
+
+const log = createLogger('capture')
+
+/** Files up to this size are kept inside their tree block instead of as a chunk. */
+export const INLINE_MAX = 512
+const READ_SIZE = 1024 * 1024
+const FILE_CONCURRENCY = 4
+
+export interface CaptureOptions {
+  source: string
+  image: string
+  excludes?: string[]
+  defaultExcludes?: boolean
+  message?: string
+  /** Create a version even when the tree is identical to the newest one. */
+  allowEmpty?: boolean
+  chunking?: ChunkingOptions
+  onProgress?: (p: CaptureProgress) => void
+}
+
+export interface CaptureProgress { files: number, bytes: number, path: string }
+
+export interface CaptureResult {
+  image: string
+  version: number
+  cid: string
+  tree: string
+  /** False when the tree equals the newest version's and no version was created. */
+  created: boolean
+  files: number
+  entries: number
+  bytes: number
+  newBytes: number
+  /** Files whose content was read and chunked (the rest reused the previous version's chunks). */
+  hashedFiles: number
+  warnings: string[]
+}
+
+/** Stat identity of a captured file, to know whether its content can be reused next time. */
+type CacheRecord = [ino: string, ctimeNs: string, size: string, mtimeNs: string]
+interface CaptureCache { source: string, tree: string, files: Record<string, CacheRecord> }
+
+interface Walk {
+  store: ImageStore
+  rootDev: bigint
+  excludes: ExcludeList
+  chunking: ChunkingOptions
+  hardlinks: Map<string, Buffer>
+  oldCache: Record<string, CacheRecord>
+  newCache: Record<string, CacheRecord>
+  chunks: Set<string>
+  stats: { files: number, dirs: number, entries: number, bytes: number, chunks: number, chunkBytes: number, hashedFiles: number }
+  warnings: string[]
+  onProgress?: (p: CaptureProgress) => void
+}
+
+export async function capture (store: ImageStore, opts: CaptureOptions): Promise<CaptureResult> {
+  let source: string
+  try {
+    source = await realpath(opts.source)
+  } catch (err) {
+    throw new ImgmeshError('EBADARG', `cannot capture ${opts.source}: ${(err as Error).message}`, { path: opts.source })
+  }
+  const rootStat = await lstat(source, { bigint: true })
+  if (!rootStat.isDirectory()) throw new ImgmeshError('EBADARG', `cannot capture ${opts.source}: not a directory`, { path: opts.source })
+  const patterns = [...(opts.defaultExcludes === false ? [] : DEFAULT_CAPTURE_EXCLUDES), ...(opts.excludes ?? [])]
+
+  const head = await store.refs.head(opts.image)
+  let prevTree: DirNode | null = null
+  let prevCid: CID | null = null
+  let prevTreeCid: CID | null = null
+  let prevRoot: RootAttributes | null = null
+  if (head !== null) {
+    prevCid = head.cid
+    const prev = await store.getVersion(head.cid)
+    prevTreeCid = prev.body.tree
+    prevRoot = prev.body.root
+    try { prevTree = await store.loadTree(prev.body.tree) } catch (err) { log.warn('previous tree unavailable, hashing every file', { error: (err as Error).message }) }
+  }
+  const cacheFile = join(store.dataDir, 'captures', `${opts.image}.json`)
+  const cache = await readJson<CaptureCache>(cacheFile)
+  const oldCache = cache !== null && cache.source === source && prevTreeCid !== null && cache.tree === prevTreeCid.toString() ? cache.files : {}
+
+  const before = store.blocks.bytesAdded
+  const walk: Walk = {
+    store,
+    rootDev: rootStat.dev,
+    excludes: new ExcludeList(patterns),
+    chunking: opts.chunking ?? DEFAULT_CHUNKING,
+    hardlinks: new Map(),
+    oldCache,
+    newCache: {},
+    chunks: new Set(),
+    stats: { files: 0, dirs: 0, entries: 0, bytes: 0, chunks: 0, chunkBytes: 0, hashedFiles: 0 },
+    warnings: [],
+    onProgress: opts.onProgress
+  }
+  const tree = await captureDir(walk, Buffer.from(source), Buffer.alloc(0), prevTree)
+  const newBytesBeforeVersion = store.blocks.bytesAdded - before
+  const rootEntry = baseEntry(new Uint8Array(), 'dir', await lstat(source, { bigint: true }), readXattrs(Buffer.from(source)))
+  const root: RootAttributes = { mode: rootEntry.mode, uid: rootEntry.uid, gid: rootEntry.gid, mtimeSec: rootEntry.mtimeSec, mtimeNsec: rootEntry.mtimeNsec, xattrs: rootEntry.xattrs }
+
+  if (head !== null && prevTreeCid !== null && prevTreeCid.equals(tree) && prevRoot !== null && rootsEqual(prevRoot, root) && opts.allowEmpty !== true) {
+    await writeJson(cacheFile, { source, tree: tree.toString(), files: walk.newCache })
+    return {
+      image: opts.image, version: head.number, cid: head.cid.toString(), tree: tree.toString(), created: false,
+      files: walk.stats.files, entries: walk.stats.entries, bytes: walk.stats.bytes, newBytes: newBytesBeforeVersion,
+      hashedFiles: walk.stats.hashedFiles, warnings: walk.warnings
+    }
+  }
+  const number = head === null ? 1 : head.number + 1
+  const { cid } = await store.commitVersion({
+    image: opts.image,
+    number,
+    parents: prevCid === null ? [] : [prevCid],
+    tree,
+    root,
+    created: new Date().toISOString(),
+    message: opts.message ?? '',
+    stats: { files: walk.stats.files, dirs: walk.stats.dirs, entries: walk.stats.entries, bytes: walk.stats.bytes, chunks: walk.stats.chunks, chunkBytes: walk.stats.chunkBytes }
+  })
+  await writeJson(cacheFile, { source, tree: tree.toString(), files: walk.newCache })
+  log.info('captured', { image: opts.image, number, cid: cid.toString() })
+  return {
+    image: opts.image, version: number, cid: cid.toString(), tree: tree.toString(), created: true,
+    files: walk.stats.files, entries: walk.stats.entries, bytes: walk.stats.bytes, newBytes: store.blocks.bytesAdded - before,
+    hashedFiles: walk.stats.hashedFiles, warnings: walk.warnings
+  }
+}
+
+function rootsEqual (a: RootAttributes, b: RootAttributes): boolean {
+  return a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.mtimeSec === b.mtimeSec && a.mtimeNsec === b.mtimeNsec && xattrsEqual(a.xattrs, b.xattrs)
+}
+
+function relLatin1 (rel: Buffer): string {
+  return '/' + rel.toString('latin1')
+}
+
+async function lstatOrChanged (abs: Buffer, rel: Buffer): Promise<BigIntStats> {
+  try {
+    return await lstat(abs, { bigint: true })
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new ImgmeshError('ESOURCECHANGED', `source changed during capture: /${showPath(rel)} vanished`, { path: showPath(rel) })
+    throw fsError(err, 'reading', abs.toString())
+  }
+}
+
+async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode | null): Promise<CID> {
+  let names: Buffer[]
+  try {
+    names = await readdir(abs, { encoding: 'buffer' })
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new ImgmeshError('ESOURCECHANGED', `source changed during capture: /${showPath(rel)} vanished`, { path: showPath(rel) })
+    throw fsError(err, 'reading directory', abs.toString())
+  }
+  names.sort(compareNames)
+  const prevEntries = new Map<string, TreeEntry>()
+  if (prev !== null) for (const e of prev.entries) prevEntries.set(nameKey(e.name), e)
+
+  const entries: TreeEntry[] = []
+  const fileTasks: Array<() => Promise<void>> = []
+  const subdirs: Array<{ entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats }> = []
+  for (const name of names) {
+    const childAbs = joinPath(abs, name)
+    const childRel = rel.length === 0 ? Buffer.from(name) : joinPath(rel, name)
+    const st = await lstatOrChanged(childAbs, childRel)
+    const type = entryTypeOf(st)
+    if (walk.excludes.excludes(relLatin1(childRel), st.isDirectory())) continue
+    if (type === null) { walk.warnings.push(`skipped /${showPath(childRel)}: unknown file type`); continue }
+    const entry = baseEntry(new Uint8Array(name), type, st, readXattrs(childAbs))
+    walk.stats.entries++
+    entries.push(entry)
+    switch (type) {
+      case 'dir':
+        walk.stats.dirs++
+        subdirs.push({ entry, abs: childAbs, rel: childRel, st })
+        break
+      case 'symlink': {
+        entry.link = new Uint8Array(await readlink(childAbs, { encoding: 'buffer' }))
+        break
+      }
+      case 'char':
+      case 'block': {
+        const { major, minor } = splitDev(st.rdev)
+        entry.major = major
+        entry.minor = minor
+        break
+      }
+      case 'file': {
+        if (st.nlink > 1n) {
+          const key = `${st.dev}:${st.ino}`
+          const first = walk.hardlinks.get(key)
+          if (first !== undefined) {
+            entry.type = 'hardlink'
+            entry.link = new Uint8Array(first)
+            break
+          }
+          walk.hardlinks.set(key, childRel)
+        }
+        walk.stats.files++
+        walk.stats.bytes += Number(st.size)
+        entry.size = Number(st.size)
+        const prevEntry = prevEntries.get(nameKey(name))
+        fileTasks.push(async () => { await captureFile(walk, entry, childAbs, childRel, st, prevEntry) })
+        break
+      }
+      default:
+        break
+    }
+  }
+  await runLimited(fileTasks, FILE_CONCURRENCY)
+  for (const d of subdirs) {
+    if (d.st.dev !== walk.rootDev) {
+      walk.warnings.push(`not descending into /${showPath(d.rel)}: another filesystem`)
+      d.entry.tree = await putTree(walk, [])
+      continue
+    }
+    const prevChild = prev?.children.get(nameKey(d.entry.name)) ?? null
+    d.entry.tree = await captureDir(walk, d.abs, d.rel, prevChild)
+  }
+  return await putTree(walk, entries)
+}
+
+async function putTree (walk: Walk, entries: TreeEntry[]): Promise<CID> {
+  const { cid } = await walk.store.blocks.put(encodeTree(entries), DAG_CBOR_CODE)
+  return cid
+}
+
+function countChunks (walk: Walk, segments: Segment[]): void {
+  for (const s of segments) {
+    if (s.cid === undefined) continue
+    const key = s.cid.toString()
+    if (walk.chunks.has(key)) continue
+    walk.chunks.add(key)
+    walk.stats.chunks++
+    walk.stats.chunkBytes += s.length
+  }
+}
+
+async function captureFile (walk: Walk, entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats, prev: TreeEntry | undefined): Promise<void> {
+  const key = rel.toString('base64')
+  const record: CacheRecord = [st.ino.toString(), st.ctimeNs.toString(), st.size.toString(), st.mtimeNs.toString()]
+  const old = walk.oldCache[key]
+  if (prev !== undefined && prev.type === 'file' && old !== undefined && old.every((v, i) => v === record[i]) &&
+      prev.size === entry.size && prev.mtimeSec === entry.mtimeSec && prev.mtimeNsec === entry.mtimeNsec) {
+    if (prev.inline !== undefined) entry.inline = prev.inline
+    else entry.segments = prev.segments
+    countChunks(walk, entry.segments ?? [])
+    walk.newCache[key] = record
+    walk.onProgress?.({ files: walk.stats.files, bytes: entry.size ?? 0, path: showPath(rel) })
+    return
+  }
+  walk.stats.hashedFiles++
+  let fh
+  try {
+    fh = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW)
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new ImgmeshError('ESOURCECHANGED', `source changed during capture: /${showPath(rel)} vanished`, { path: showPath(rel) })
+    throw fsError(err, 'reading', `/${showPath(rel)}`)
+  }
+  try {
+    const size = Number(st.size)
+    if (size <= INLINE_MAX) {
+      const buf = Buffer.alloc(size)
+      let got = 0
+      while (got < size) {
+        const { bytesRead } = await fh.read(buf, got, size - got, got)
+        if (bytesRead === 0) break
+        got += bytesRead
+      }
+      if (got !== size) throw changed(rel, 'shrank')
+      entry.inline = new Uint8Array(buf)
+    } else {
+      const segments: Segment[] = []
+      const addChunk = async (chunk: Uint8Array): Promise<void> => {
+        const { cid } = await walk.store.blocks.put(chunk)
+        segments.push({ length: chunk.length, cid })
+      }
+      let cursor = 0
+      for (const [offset, length] of nativeFs.dataRanges(fh.fd, size)) {
+        if (offset > cursor) segments.push({ length: offset - cursor })
+        const chunker = new Chunker(walk.chunking)
+        let pos = offset
+        const end = offset + length
+        while (pos < end) {
+          const want = Math.min(READ_SIZE, end - pos)
+          const buf = Buffer.allocUnsafe(want)
+          const { bytesRead } = await fh.read(buf, 0, want, pos)
+          if (bytesRead === 0) throw changed(rel, 'shrank')
+          pos += bytesRead
+          for (const chunk of chunker.push(buf.subarray(0, bytesRead))) await addChunk(chunk)
+        }
+        for (const chunk of chunker.finish()) await addChunk(chunk)
+        cursor = end
+      }
+      if (cursor < size) segments.push({ length: size - cursor })
+      entry.segments = mergeHoles(segments)
+      countChunks(walk, entry.segments)
+    }
+    const after = await fh.stat({ bigint: true })
+    if (after.size !== st.size || after.mtimeNs !== st.mtimeNs) throw changed(rel, 'was modified')
+    walk.newCache[key] = record
+    walk.onProgress?.({ files: walk.stats.files, bytes: size, path: showPath(rel) })
+  } finally {
+    await fh.close()
+  }
+}
+
+function mergeHoles (segments: Segment[]): Segment[] {
+  const out: Segment[] = []
+  for (const s of segments) {
+    const last = out[out.length - 1]
+    if (s.cid === undefined && last !== undefined && last.cid === undefined) last.length += s.length
+    else out.push({ ...s })
+  }
+  return out
+}
+
+function changed (rel: Buffer, how: string): ImgmeshError {
+  return new ImgmeshError('ESOURCECHANGED', `source changed during capture: /${showPath(rel)} ${how}`, { path: showPath(rel) })
+}
+
+export async function runLimited (tasks: Array<() => Promise<void>>, limit: number): Promise<void> {
+  let next = 0
+  let failure: unknown = null
+  const worker = async (): Promise<void> => {
+    while (failure === null && next < tasks.length) {
+      const task = tasks[next++]
+      try { await task() } catch (err) { failure ??= err }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker))
+  if (failure !== null) throw failure
+}

@@ -1,0 +1,192 @@
+/**
+ * Writing single entries into a target safely: every new file, link or node is made under a
+ * temporary name in its directory (O_EXCL, O_NOFOLLOW), given its owner, mode, xattrs and
+ * mtime, and only then renamed over its real name. Nothing here ever follows a symlink.
+ */
+import { open, rename, rm, lstat, symlink, link, mkdir, lchown, chmod } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import type { TreeEntry } from '../../protocols/tree.ts'
+import type { RootAttributes } from '../../protocols/version.ts'
+import type { BlockGetter } from '../store/block-store.ts'
+import { nativeFs } from '../native/fsx.ts'
+import { readXattrs, joinPath, showPath } from '../tree/entry-metadata.ts'
+import { ImgmeshError, isErrno } from '../errors.ts'
+
+export const TMP_PREFIX = '.imgmesh-tmp-'
+const UTIME_OMIT = (1 << 30) - 2
+const S_IFIFO = 0o010000
+const S_IFCHR = 0o020000
+const S_IFBLK = 0o060000
+const S_IFSOCK = 0o140000
+
+export function isTmpName (name: Uint8Array): boolean {
+  return Buffer.from(name).toString('latin1').startsWith(TMP_PREFIX)
+}
+
+export interface WriterContext {
+  blocks: BlockGetter
+  /** Root may set owners and make device nodes; others skip them with a warning. */
+  privileged: boolean
+  warn: (key: string, message: string) => void
+}
+
+export type Attributes = Pick<TreeEntry, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'> | RootAttributes
+
+function tmpPath (dir: Buffer): Buffer {
+  return joinPath(dir, Buffer.from(TMP_PREFIX + randomBytes(8).toString('hex')))
+}
+
+/** Maps an fs failure to a clear error naming the path in the image. */
+export function writeError (err: unknown, rel: Buffer, action: string): ImgmeshError {
+  if (err instanceof ImgmeshError) return err
+  const code = (err as { code?: string }).code
+  const where = `/${showPath(rel)}`
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new ImgmeshError('ENOSPC', `${action} ${where}: no space left on the target`, { path: where, cause: err })
+  if (code === 'EROFS') return new ImgmeshError('ETARGET', `${action} ${where}: the target is read-only`, { path: where, cause: err })
+  return new ImgmeshError('ETARGET', `${action} ${where}: ${(err as Error).message}`, { path: where, cause: err })
+}
+
+/** Sets owner, mode, xattrs (removing stale ones) and mtime, in that order (chown clears setuid and capabilities). */
+export async function applyAttributes (ctx: WriterContext, path: Buffer, attrs: Attributes, isSymlink: boolean, fresh: boolean): Promise<void> {
+  if (ctx.privileged) await lchown(path, attrs.uid, attrs.gid)
+  else if (!fresh || attrs.uid !== process.getuid?.() || attrs.gid !== process.getgid?.()) ctx.warn('owner', 'not running as root: file owners are not set')
+  if (!isSymlink) await chmod(path, attrs.mode)
+  const current = fresh ? [] : readXattrs(path)
+  for (const [name] of current) {
+    if (!attrs.xattrs.some(([k]) => k === name)) {
+      try { nativeFs.removeXattr(path, name) } catch (err) { xattrFailure(ctx, err, name) }
+    }
+  }
+  for (const [name, value] of attrs.xattrs) {
+    const had = current.find(([k]) => k === name)
+    if (had !== undefined && Buffer.compare(had[1], value) === 0) continue
+    try { nativeFs.setXattr(path, name, value) } catch (err) { xattrFailure(ctx, err, name) }
+  }
+  nativeFs.setTimes(path, 0, UTIME_OMIT, attrs.mtimeSec, attrs.mtimeNsec)
+}
+
+function xattrFailure (ctx: WriterContext, err: unknown, name: string): void {
+  if (isErrno(err, 'EPERM') || isErrno(err, 'ENOTSUP') || isErrno(err, 'EACCES')) {
+    ctx.warn(`xattr:${name.split('.')[0]}`, `cannot set ${name.split('.')[0]}.* extended attributes here (${(err as { code: string }).code})`)
+    return
+  }
+  throw err
+}
+
+/** Removes whatever is at path (a directory recursively) without following symlinks. */
+export async function removePath (path: Buffer): Promise<void> {
+  let st
+  try { st = await lstat(path) } catch (err) { if (isErrno(err, 'ENOENT')) return; throw err }
+  if (st.isDirectory()) await rm(path, { recursive: true, force: true })
+  else await rm(path, { force: true })
+}
+
+async function moveIntoPlace (tmp: Buffer, final: Buffer): Promise<void> {
+  try {
+    await rename(tmp, final)
+  } catch (err) {
+    if (isErrno(err, 'EISDIR') || isErrno(err, 'ENOTEMPTY') || isErrno(err, 'EEXIST') || isErrno(err, 'ENOTDIR')) {
+      await removePath(final)
+      await rename(tmp, final)
+      return
+    }
+    throw err
+  }
+}
+
+/** Writes a regular file's content from its chunks (holes left sparse) and renames it into place. */
+export async function writeRegularFile (ctx: WriterContext, dir: Buffer, final: Buffer, rel: Buffer, entry: TreeEntry): Promise<number> {
+  const tmp = tmpPath(dir)
+  let written = 0
+  try {
+    const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+    try {
+      if (entry.inline !== undefined) {
+        if (entry.inline.length > 0) await fh.write(entry.inline, 0, entry.inline.length, 0)
+        written = entry.inline.length
+      } else {
+        const segments = entry.segments ?? []
+        if (segments.some(s => s.cid === undefined)) await fh.truncate(entry.size ?? 0)
+        let offset = 0
+        for (const seg of segments) {
+          if (seg.cid !== undefined) {
+            const bytes = await ctx.blocks.get(seg.cid)
+            if (bytes.length !== seg.length) throw new ImgmeshError('EBADBLOCK', `chunk ${seg.cid.toString()} of /${showPath(rel)} has ${bytes.length} bytes, the tree says ${seg.length}`)
+            let done = 0
+            while (done < bytes.length) {
+              const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, offset + done)
+              done += bytesWritten
+            }
+            written += bytes.length
+          }
+          offset += seg.length
+        }
+      }
+      if (ctx.privileged) await fh.chown(entry.uid, entry.gid)
+      await fh.chmod(entry.mode)
+    } finally {
+      await fh.close()
+    }
+    await applyAttributes(ctx, tmp, entry, false, true)
+    await moveIntoPlace(tmp, final)
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => {})
+    throw writeError(err, rel, 'writing')
+  }
+  return written
+}
+
+/** Creates a symlink, device node, fifo or socket under a temporary name and renames it into place. */
+export async function writeSpecial (ctx: WriterContext, dir: Buffer, final: Buffer, rel: Buffer, entry: TreeEntry): Promise<boolean> {
+  if ((entry.type === 'char' || entry.type === 'block') && !ctx.privileged) {
+    ctx.warn('devices', 'not running as root: device nodes are skipped')
+    return false
+  }
+  const tmp = tmpPath(dir)
+  try {
+    switch (entry.type) {
+      case 'symlink': await symlink(Buffer.from(entry.link ?? new Uint8Array()), tmp); break
+      case 'fifo': nativeFs.makeNode(tmp, S_IFIFO | entry.mode, 0, 0); break
+      case 'socket': nativeFs.makeNode(tmp, S_IFSOCK | entry.mode, 0, 0); break
+      case 'char': nativeFs.makeNode(tmp, S_IFCHR | entry.mode, entry.major ?? 0, entry.minor ?? 0); break
+      case 'block': nativeFs.makeNode(tmp, S_IFBLK | entry.mode, entry.major ?? 0, entry.minor ?? 0); break
+      default: throw new ImgmeshError('EBADTREE', `cannot create ${entry.type} /${showPath(rel)} as a special file`)
+    }
+    await applyAttributes(ctx, tmp, entry, entry.type === 'symlink', true)
+    await moveIntoPlace(tmp, final)
+    return true
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => {})
+    throw writeError(err, rel, 'creating')
+  }
+}
+
+/** Makes final a hard link of existing (both inside the target, checked by the caller). */
+export async function writeHardlink (dir: Buffer, final: Buffer, rel: Buffer, existing: Buffer): Promise<void> {
+  const tmp = tmpPath(dir)
+  try {
+    await link(existing, tmp)
+    await moveIntoPlace(tmp, final)
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => {})
+    throw writeError(err, rel, 'linking')
+  }
+}
+
+/** Makes sure path is a real directory (replacing anything else there); returns whether it was created. */
+export async function ensureDirectory (path: Buffer, rel: Buffer): Promise<boolean> {
+  try {
+    const st = await lstat(path)
+    if (st.isDirectory()) return false
+    await removePath(path)
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw writeError(err, rel, 'checking')
+  }
+  try {
+    await mkdir(path, { mode: 0o700 })
+  } catch (err) {
+    throw writeError(err, rel, 'creating directory')
+  }
+  return true
+}

@@ -1,0 +1,94 @@
+/** Loads a whole image tree (every directory block) into memory, and walks it in image order. */
+import type { CID } from 'multiformats/cid'
+import type { BlockGetter } from '../store/block-store.ts'
+import { decodeTree, type TreeEntry } from '../../protocols/tree.ts'
+import { ImgmeshError } from '../errors.ts'
+
+export interface DirNode {
+  cid: CID
+  entries: TreeEntry[]
+  /** Subdirectories by name (latin1 string of the name bytes). */
+  children: Map<string, DirNode>
+}
+
+export function nameKey (name: Uint8Array): string {
+  return Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1')
+}
+
+const MAX_DEPTH = 1024
+
+/** Fetches and decodes every tree block under root, several at a time. */
+export async function loadTree (getter: BlockGetter, root: CID, concurrency = 16): Promise<DirNode> {
+  const rootNode: DirNode = { cid: root, entries: [], children: new Map() }
+  const queue: Array<{ node: DirNode, depth: number }> = [{ node: rootNode, depth: 0 }]
+  let active = 0
+  let failure: unknown = null
+  await new Promise<void>((resolve) => {
+    const pump = (): void => {
+      if (failure !== null && active === 0) { resolve(); return }
+      while (failure === null && active < concurrency && queue.length > 0) {
+        const { node, depth } = queue.shift()!
+        active++
+        getter.get(node.cid).then((bytes) => {
+          node.entries = decodeTree(bytes)
+          for (const e of node.entries) {
+            if (e.type !== 'dir' || e.tree === undefined) continue
+            if (depth + 1 > MAX_DEPTH) throw new ImgmeshError('EBADTREE', 'tree is nested too deeply')
+            const child: DirNode = { cid: e.tree, entries: [], children: new Map() }
+            node.children.set(nameKey(e.name), child)
+            queue.push({ node: child, depth: depth + 1 })
+          }
+        }).catch((err: unknown) => { failure ??= err }).finally(() => {
+          active--
+          pump()
+        })
+      }
+      if (active === 0 && (queue.length === 0 || failure !== null)) resolve()
+    }
+    pump()
+  })
+  if (failure !== null) throw failure
+  return rootNode
+}
+
+export interface WalkItem {
+  /** Path relative to the image root, without leading slash (bytes joined by `/`). */
+  path: Buffer
+  entry: TreeEntry
+  dir: DirNode
+}
+
+/** Depth-first, entries in name order, a directory's own entry before its contents. */
+export function * walkTree (root: DirNode, prefix: Buffer = Buffer.alloc(0)): Generator<WalkItem> {
+  for (const entry of root.entries) {
+    const path = prefix.length === 0 ? Buffer.from(entry.name) : Buffer.concat([prefix, Buffer.from('/'), entry.name])
+    yield { path, entry, dir: root }
+    if (entry.type === 'dir') {
+      const child = root.children.get(nameKey(entry.name))
+      if (child !== undefined) yield * walkTree(child, path)
+    }
+  }
+}
+
+/** The unique content chunks of a tree, in tree order: the version's piece list. */
+export function pieceList (root: DirNode): Array<{ cid: CID, length: number }> {
+  const seen = new Set<string>()
+  const out: Array<{ cid: CID, length: number }> = []
+  for (const { entry } of walkTree(root)) {
+    for (const seg of entry.segments ?? []) {
+      if (seg.cid === undefined) continue
+      const key = seg.cid.toString()
+      if (seen.has(key)) continue
+      seen.add(key)
+      out.push({ cid: seg.cid, length: seg.length })
+    }
+  }
+  return out
+}
+
+/** Every tree block CID under root (root included). */
+export function treeBlocks (root: DirNode): CID[] {
+  const out: CID[] = [root.cid]
+  for (const child of root.children.values()) out.push(...treeBlocks(child))
+  return out
+}

@@ -1,0 +1,132 @@
+/**
+ * Which piece to ask which peer for. Rarest first (ties broken at random, so peers spread out),
+ * a bounded number of requests in flight per peer, and an endgame: once every missing piece is
+ * requested, the last ones are asked of other peers too and the losers cancelled. Pure logic
+ * with no I/O: the swarm fetcher and the simulator drive the same code.
+ */
+import { Bitfield } from './bitfield.ts'
+
+export interface SchedulerOptions {
+  /** Requests in flight per peer. */
+  maxInFlight?: number
+  /** Endgame starts when at most this many pieces are missing and all are requested. */
+  endgamePieces?: number
+  random?: () => number
+}
+
+interface PeerState { have: Bitfield, inFlight: Set<number> }
+
+export class PieceScheduler {
+  readonly pieces: number
+  readonly have: Bitfield
+  private readonly peers = new Map<string, PeerState>()
+  /** How many known peers hold each piece. */
+  private readonly availability: Uint32Array
+  /** Peers each piece is requested from. */
+  private readonly requested = new Map<number, Set<string>>()
+  private readonly maxInFlight: number
+  private readonly endgamePieces: number
+  private readonly random: () => number
+
+  constructor (pieces: number, have?: Bitfield, opts: SchedulerOptions = {}) {
+    this.pieces = pieces
+    this.have = have ?? new Bitfield(pieces)
+    this.availability = new Uint32Array(pieces)
+    this.maxInFlight = opts.maxInFlight ?? 16
+    this.endgamePieces = opts.endgamePieces ?? 16
+    this.random = opts.random ?? Math.random
+  }
+
+  get done (): boolean { return this.have.complete }
+  get missing (): number { return this.pieces - this.have.cardinality }
+  peerIds (): string[] { return [...this.peers.keys()] }
+  inFlight (peer: string): number { return this.peers.get(peer)?.inFlight.size ?? 0 }
+
+  /** A peer announced what it holds (replaces what was known). */
+  setPeer (peer: string, have: Bitfield): void {
+    this.removePeer(peer)
+    this.peers.set(peer, { have, inFlight: new Set() })
+    for (let i = 0; i < this.pieces; i++) if (have.has(i)) this.availability[i]++
+  }
+
+  /** A peer got one more piece. */
+  peerHas (peer: string, index: number): void {
+    const p = this.peers.get(peer)
+    if (p === undefined || index < 0 || index >= this.pieces) return
+    if (p.have.set(index)) this.availability[index]++
+  }
+
+  /** A peer left: its requests go back to the pool. Returns them. */
+  removePeer (peer: string): number[] {
+    const p = this.peers.get(peer)
+    if (p === undefined) return []
+    for (let i = 0; i < this.pieces; i++) if (p.have.has(i)) this.availability[i]--
+    const lost = [...p.inFlight]
+    for (const i of lost) this.requested.get(i)?.delete(peer)
+    this.peers.delete(peer)
+    return lost
+  }
+
+  /** Pieces to request from peer now (rarest first), marked as requested. */
+  next (peer: string, limit = Number.POSITIVE_INFINITY): number[] {
+    const p = this.peers.get(peer)
+    if (p === undefined) return []
+    const room = Math.min(limit, this.maxInFlight - p.inFlight.size)
+    if (room <= 0) return []
+    const fresh: number[] = []
+    for (let i = 0; i < this.pieces; i++) {
+      if (this.have.has(i) || !p.have.has(i)) continue
+      const reqs = this.requested.get(i)
+      if (reqs !== undefined && reqs.size > 0) continue
+      fresh.push(i)
+    }
+    let chosen: number[]
+    if (fresh.length > 0) {
+      chosen = this.rarest(fresh, room)
+    } else if (this.missing <= this.endgamePieces) {
+      const dup: number[] = []
+      for (let i = 0; i < this.pieces; i++) {
+        if (this.have.has(i) || !p.have.has(i) || p.inFlight.has(i)) continue
+        dup.push(i)
+      }
+      chosen = this.rarest(dup, room)
+    } else {
+      chosen = []
+    }
+    for (const i of chosen) {
+      p.inFlight.add(i)
+      let reqs = this.requested.get(i)
+      if (reqs === undefined) { reqs = new Set(); this.requested.set(i, reqs) }
+      reqs.add(peer)
+    }
+    return chosen
+  }
+
+  private rarest (candidates: number[], n: number): number[] {
+    if (candidates.length <= n && n === Number.POSITIVE_INFINITY) return candidates
+    const keyed = candidates.map(i => ({ i, a: this.availability[i], r: this.random() }))
+    keyed.sort((x, y) => x.a - y.a || x.r - y.r)
+    return keyed.slice(0, n).map(k => k.i)
+  }
+
+  /** A piece arrived (verified) from peer. Returns the other peers it is still requested from (to cancel). */
+  received (peer: string, index: number): string[] {
+    this.have.set(index)
+    const reqs = this.requested.get(index) ?? new Set<string>()
+    this.requested.delete(index)
+    const others: string[] = []
+    for (const other of reqs) {
+      this.peers.get(other)?.inFlight.delete(index)
+      if (other !== peer) others.push(other)
+    }
+    return others
+  }
+
+  /** A request failed (DONT_HAVE, bad block, timeout): the piece may be asked elsewhere. */
+  failed (peer: string, index: number, peerLacksIt = false): void {
+    const p = this.peers.get(peer)
+    p?.inFlight.delete(index)
+    this.requested.get(index)?.delete(peer)
+    if (peerLacksIt && p !== undefined && p.have.clear(index)) this.availability[index]--
+  }
+}

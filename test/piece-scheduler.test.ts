@@ -1,0 +1,87 @@
+/** Piece choice: rarest first, in-flight bounds, endgame, peers leaving; super-seeding's once-before-twice rule. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Bitfield } from '../node/fetch/bitfield.ts'
+import { PieceScheduler } from '../node/fetch/piece-scheduler.ts'
+import { SuperSeed } from '../node/fetch/super-seed.ts'
+
+function bits (size: number, indexes: number[]): Bitfield {
+  const b = new Bitfield(size)
+  for (const i of indexes) b.set(i)
+  return b
+}
+
+test('bitfield keeps its count and masks spare bits', () => {
+  const b = new Bitfield(10, new Uint8Array([0xff, 0xff]))
+  assert.equal(b.cardinality, 10)
+  assert.ok(b.complete)
+  assert.ok(b.clear(3))
+  assert.equal(b.cardinality, 9)
+  assert.ok(!b.has(3))
+  assert.ok(!b.set(10))
+})
+
+test('rarest pieces are asked first, within the in-flight bound', () => {
+  const s = new PieceScheduler(6, undefined, { maxInFlight: 2, random: () => 0.5 })
+  s.setPeer('a', Bitfield.full(6))
+  s.setPeer('b', bits(6, [0, 1, 2, 3]))
+  // 4 and 5 are held only by a: rarest.
+  assert.deepEqual(s.next('a').sort(), [4, 5])
+  assert.deepEqual(s.next('a'), [])
+  const fromB = s.next('b')
+  assert.equal(fromB.length, 2)
+  assert.ok(fromB.every(i => i < 4))
+  assert.deepEqual(s.received('a', 4), [])
+  assert.equal(s.next('a').length, 1)
+})
+
+test('endgame asks the last pieces of several peers and cancels the losers', () => {
+  const s = new PieceScheduler(2, undefined, { maxInFlight: 4, endgamePieces: 2 })
+  s.setPeer('a', Bitfield.full(2))
+  s.setPeer('b', Bitfield.full(2))
+  assert.equal(s.next('a').length, 2)
+  assert.equal(s.next('b').length, 2)
+  assert.deepEqual(s.received('a', 0), ['b'])
+  assert.equal(s.inFlight('b'), 1)
+  assert.deepEqual(s.received('b', 1), ['a'])
+  assert.ok(s.done)
+})
+
+test('a peer leaving gives its requests back; DONT_HAVE removes the piece from its map', () => {
+  const s = new PieceScheduler(4, undefined, { maxInFlight: 4, endgamePieces: 0 })
+  s.setPeer('a', Bitfield.full(4))
+  s.setPeer('b', Bitfield.full(4))
+  const taken = s.next('a')
+  assert.equal(taken.length, 4)
+  assert.deepEqual(s.next('b'), [])
+  assert.deepEqual(s.removePeer('a').sort(), [0, 1, 2, 3])
+  const again = s.next('b')
+  assert.equal(again.length, 4)
+  s.failed('b', again[0], true)
+  assert.deepEqual(s.next('b'), [])
+})
+
+test('super-seeding sends every piece once before any twice', () => {
+  const pieces = 64
+  const seed = new SuperSeed(pieces, 4)
+  const served = new Uint32Array(pieces)
+  const peers = ['p1', 'p2', 'p3', 'p4', 'p5']
+  let rounds = 0
+  while (!seed.finished && rounds++ < 1000) {
+    for (const p of peers) {
+      if (seed.finished) break
+      const offer = seed.offer(p)
+      for (let i = 0; i < pieces; i++) {
+        if (!offer.has(i) || !seed.allowed(p, i)) continue
+        // The once-before-twice rule: nothing goes out a second time while something has not gone out.
+        if (served[i] > 0) assert.ok([...served].every(c => c > 0), `piece ${i} sent twice before all were sent`)
+        served[i]++
+        seed.sent(p, i)
+        break
+      }
+    }
+  }
+  assert.ok(seed.finished)
+  assert.ok([...served].every(c => c === 1), 'each piece went out exactly once')
+  assert.equal(seed.offer('p1').cardinality, pieces)
+})

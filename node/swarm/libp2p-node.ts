@@ -1,0 +1,271 @@
+/**
+ * The swarm node: one libp2p 3 node per agent, configured for a LAN cluster.
+ *
+ * - TCP transport, noise encryption, yamux multiplexing, identify, ping.
+ * - The cluster key gates every connection. Default gate: the noise prologue
+ *   (sha256("imgmesh-cluster-v1" || key)) — a peer with another key fails the handshake with
+ *   an `EncryptionFailedError`/`InvalidCryptoExchangeError` before any protocol runs. The
+ *   `pnet` gate (@libp2p/pnet, xsalsa20 under noise) is kept for measurement only; see
+ *   simulations/bench-handshake.ts and docs/benchmarks.md.
+ * - kad-dht in server mode under a private protocol (`/imgmesh/kad/1.0.0`) whose peer info
+ *   mapper keeps LAN and loopback addresses (the default strips them).
+ * - gossipsub with signed messages and IP colocation scoring off (many agents may share one
+ *   address: tests on loopback, NAT'd racks).
+ * - Discovery: a bootstrap list (redialled while the node has too few connections) and
+ *   optional mDNS under a cluster-specific service tag; discovered peers are dialled.
+ * - The connection manager admits loopback and private ranges without the per-IP inbound
+ *   rate limit (otherwise agents on one host or behind one address never connect).
+ */
+import { createLibp2p } from 'libp2p'
+import type { Libp2p, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import { ping, type Ping } from '@libp2p/ping'
+import { kadDHT, type KadDHT, type KadDHTInit } from '@libp2p/kad-dht'
+import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub'
+import { mdns } from '@libp2p/mdns'
+import { bootstrap } from '@libp2p/bootstrap'
+import { preSharedKey } from '@libp2p/pnet'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { ImgmeshError } from '../errors.ts'
+import { createLogger } from '../logger.ts'
+import { clusterKeyId, clusterPnetPsk, clusterPrologue, validateClusterKey } from './cluster-key.ts'
+
+const log = createLogger('swarm')
+
+export const DHT_PROTOCOL = '/imgmesh/kad/1.0.0'
+
+/** Loopback, RFC 1918, CGNAT, link-local and ULA ranges: admitted without the per-IP rate limit. */
+export const LAN_ALLOW_LIST: readonly string[] = [
+  '/ip4/127.0.0.0/ipcidr/8',
+  '/ip4/10.0.0.0/ipcidr/8',
+  '/ip4/172.16.0.0/ipcidr/12',
+  '/ip4/192.168.0.0/ipcidr/16',
+  '/ip4/100.64.0.0/ipcidr/10',
+  '/ip4/169.254.0.0/ipcidr/16',
+  '/ip6/::1/ipcidr/128',
+  '/ip6/fc00::/ipcidr/7',
+  '/ip6/fe80::/ipcidr/10'
+]
+
+export type ClusterGate = 'prologue' | 'pnet'
+
+// A type alias, not an interface: libp2p's ServiceMap needs an index signature.
+export type SwarmServices = {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+  pubsub: GossipSub
+}
+
+export type SwarmLibp2p = Libp2p<SwarmServices>
+
+export interface MdnsOptions {
+  /** Query interval in ms (default 10 s). */
+  interval?: number
+}
+
+export interface SwarmNodeOptions {
+  /** This node's identity (ed25519), see peer-key.ts. */
+  privateKey: PrivateKey
+  /** The 32-byte cluster key, see cluster-key.ts. */
+  clusterKey: Uint8Array
+  /** Listen multiaddrs. Default: `/ip4/127.0.0.1/tcp/0` (the agent passes its LAN addresses). */
+  listen?: string[]
+  /** Addresses to announce instead of the listen addresses (e.g. behind a port forward). */
+  announce?: string[]
+  /** Bootstrap peers: multiaddrs ending in /p2p/<peer id>. */
+  bootstrap?: string[]
+  /** While fewer than this many peers are connected, bootstrap peers are redialled (default 4). */
+  bootstrapMinConnections?: number
+  /** How often to check (ms, default 10 s). */
+  bootstrapRedialInterval?: number
+  /** mDNS discovery on the LAN. Off unless set (it multicasts on every interface). */
+  mdns?: boolean | MdnsOptions
+  /** Peers found by discovery are dialled while fewer than this many are connected (default 32). */
+  dialDiscoveredBelow?: number
+  /** How the cluster key gates connections (default 'prologue'). */
+  gate?: ClusterGate
+  /** Multiaddrs (with /ipcidr) admitted without the inbound rate limit. Default: LAN_ALLOW_LIST. */
+  allow?: string[]
+  /** Maximum open connections (default 300). */
+  maxConnections?: number
+  /** Overrides of the kad-dht settings. */
+  dht?: Partial<KadDHTInit>
+  /** Overrides of the gossipsub settings. */
+  gossip?: Partial<GossipsubOpts>
+  /** yamux: streams the remote may open before our side finished setting up (default 64). */
+  maxEarlyStreams?: number
+  /** Do not start the node (default: started). */
+  start?: boolean
+}
+
+export interface SwarmNode {
+  readonly libp2p: SwarmLibp2p
+  readonly peerId: PeerId
+  /** Fingerprint of the cluster key (never the key). */
+  readonly clusterId: string
+  readonly gate: ClusterGate
+  /** Dialable addresses, each ending in /p2p/<peer id>. */
+  multiaddrs: () => Multiaddr[]
+  /** Stops timers, discovery and the libp2p node; safe to call twice. */
+  stop: () => Promise<void>
+}
+
+/**
+ * Keeps every TCP address a peer reports on IPv4/IPv6, including loopback and private ranges
+ * (the kad-dht default strips those, which on a LAN leaves the routing table empty), but drops
+ * unspecified addresses (0.0.0.0, ::) that nobody can dial.
+ */
+export function lanPeerInfoMapper (peer: PeerInfo): PeerInfo {
+  return {
+    ...peer,
+    multiaddrs: peer.multiaddrs.filter(ma => {
+      const components = ma.getComponents()
+      const ip = components[0]
+      if (ip === undefined || (ip.name !== 'ip4' && ip.name !== 'ip6')) return false
+      if (ip.value === '0.0.0.0' || ip.value === '::') return false
+      return components.some(c => c.name === 'tcp')
+    })
+  }
+}
+
+/** The mDNS service tag of a cluster, so agents of other clusters on the LAN are not even dialled. */
+export function mdnsServiceTag (clusterId: string): string {
+  return `_imgmesh-${clusterId.slice(0, 12)}._udp.local`
+}
+
+function peerIdOfAddr (addr: string): PeerId {
+  let ma: Multiaddr
+  try {
+    ma = multiaddr(addr)
+  } catch (err) {
+    throw new ImgmeshError('EBADARG', `bootstrap address ${addr} is not a multiaddr`, { cause: err })
+  }
+  const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+  if (id === undefined) throw new ImgmeshError('EBADARG', `bootstrap address ${addr} does not end in /p2p/<peer id>`)
+  return peerIdFromString(id)
+}
+
+export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNode> {
+  const clusterKey = validateClusterKey(opts.clusterKey)
+  const clusterId = clusterKeyId(clusterKey)
+  const gate: ClusterGate = opts.gate ?? 'prologue'
+  const bootstrapList = opts.bootstrap ?? []
+  const bootstrapPeers = bootstrapList.map(a => ({ addr: multiaddr(a), id: peerIdOfAddr(a) }))
+  const mdnsOpts: MdnsOptions | null = opts.mdns === true ? {} : opts.mdns === false || opts.mdns === undefined ? null : opts.mdns
+
+  const peerDiscovery = []
+  if (bootstrapList.length > 0) peerDiscovery.push(bootstrap({ list: bootstrapList, timeout: 100 }))
+  if (mdnsOpts !== null) peerDiscovery.push(mdns({ serviceTag: mdnsServiceTag(clusterId), interval: mdnsOpts.interval ?? 10_000 }))
+
+  const libp2p = await createLibp2p<SwarmServices>({
+    privateKey: opts.privateKey,
+    start: false,
+    addresses: {
+      listen: opts.listen ?? ['/ip4/127.0.0.1/tcp/0'],
+      ...(opts.announce === undefined ? {} : { announce: opts.announce })
+    },
+    transports: [tcp()],
+    connectionEncrypters: [noise(gate === 'prologue' ? { prologueBytes: clusterPrologue(clusterKey) } : {})],
+    ...(gate === 'pnet' ? { connectionProtector: preSharedKey({ psk: clusterPnetPsk(clusterKey) }) } : {}),
+    streamMuxers: [yamux({ maxEarlyStreams: opts.maxEarlyStreams ?? 64 })],
+    peerDiscovery,
+    connectionManager: {
+      allow: [...(opts.allow ?? LAN_ALLOW_LIST)],
+      maxConnections: opts.maxConnections ?? 300
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: DHT_PROTOCOL,
+        clientMode: false,
+        peerInfoMapper: lanPeerInfoMapper,
+        logPrefix: 'imgmesh:dht',
+        datastorePrefix: '/imgmesh-dht',
+        metricsPrefix: 'imgmesh_dht',
+        ...opts.dht
+      }),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictSign',
+        emitSelf: false,
+        allowPublishToZeroTopicPeers: true,
+        fallbackToFloodsub: false,
+        floodPublish: true,
+        ...opts.gossip,
+        scoreParams: {
+          IPColocationFactorWeight: 0,
+          ...opts.gossip?.scoreParams
+        }
+      })
+    }
+  })
+
+  const dialDiscoveredBelow = opts.dialDiscoveredBelow ?? 32
+  const dialing = new Set<string>()
+  const onDiscovery = (evt: CustomEvent<PeerInfo>): void => {
+    const info = evt.detail
+    const key = info.id.toString()
+    if (info.id.equals(libp2p.peerId) || dialing.has(key)) return
+    if (libp2p.getConnections(info.id).length > 0) return
+    if (libp2p.getPeers().length >= dialDiscoveredBelow) return
+    dialing.add(key)
+    const target = info.multiaddrs.length > 0 ? info.multiaddrs : info.id
+    libp2p.dial(target, { signal: AbortSignal.timeout(10_000) })
+      .then(() => { log.debug('dialled discovered peer', { peer: key }) })
+      .catch((err: unknown) => { log.debug('could not dial discovered peer', { peer: key, error: (err as Error).message }) })
+      .finally(() => { dialing.delete(key) })
+  }
+  libp2p.addEventListener('peer:discovery', onDiscovery)
+
+  let redialTimer: NodeJS.Timeout | undefined
+  const redialBootstrap = (): void => {
+    if (libp2p.status !== 'started') return
+    if (libp2p.getPeers().length >= (opts.bootstrapMinConnections ?? 4)) return
+    for (const p of bootstrapPeers) {
+      if (p.id.equals(libp2p.peerId) || libp2p.getConnections(p.id).length > 0) continue
+      const key = p.id.toString()
+      if (dialing.has(key)) continue
+      dialing.add(key)
+      libp2p.dial(p.addr, { signal: AbortSignal.timeout(10_000) })
+        .catch((err: unknown) => { log.debug('bootstrap dial failed', { addr: p.addr.toString(), error: (err as Error).message }) })
+        .finally(() => { dialing.delete(key) })
+    }
+  }
+
+  let stopped = false
+  const stop = async (): Promise<void> => {
+    if (stopped) return
+    stopped = true
+    if (redialTimer !== undefined) clearInterval(redialTimer)
+    libp2p.removeEventListener('peer:discovery', onDiscovery)
+    await libp2p.stop()
+  }
+
+  if (opts.start !== false) {
+    try {
+      await libp2p.start()
+    } catch (err) {
+      await stop().catch(() => {})
+      throw err
+    }
+    log.info('swarm node started', { peer: libp2p.peerId.toString(), cluster: clusterId, gate, addrs: libp2p.getMultiaddrs().map(a => a.toString()) })
+  }
+  if (bootstrapPeers.length > 0) {
+    redialTimer = setInterval(redialBootstrap, opts.bootstrapRedialInterval ?? 10_000)
+    redialTimer.unref()
+  }
+
+  return {
+    libp2p,
+    peerId: libp2p.peerId,
+    clusterId,
+    gate,
+    multiaddrs: () => libp2p.getMultiaddrs(),
+    stop
+  }
+}

@@ -169,6 +169,18 @@ test('streaming keeps no reference to a pushed buffer (the caller may reuse it)'
   assert.deepEqual(got, want)
 })
 
+test('boundaries do not depend on where the bytes sit in memory', () => {
+  const big = prng(21, 600_000)
+  for (let k = 0; k < 8; k++) {
+    const view = big.subarray(k)
+    const copy = Uint8Array.from(view)
+    assert.deepEqual(cutPoints(view, SMALL), cutPoints(copy, SMALL), `offset ${k}`)
+    assert.deepEqual(cutPoints(view), cutPoints(copy), `offset ${k}`)
+    const buf = Buffer.from(big.buffer, big.byteOffset + k, big.length - k)
+    assert.deepEqual(cutPoints(buf, SMALL), cutPoints(copy, SMALL), `Buffer offset ${k}`)
+  }
+})
+
 test('a chunker is reusable after finish', () => {
   const data = prng(11, 100_000)
   const c = new Chunker(SMALL)

@@ -36,7 +36,8 @@ export class BlockStore implements BlockGetter {
 
   async open (): Promise<void> { await this.fs.open() }
 
-  private pathOf (cid: CID): string {
+  /** The file holding a block (for repair tools and tests). */
+  pathOf (cid: CID): string {
     const { dir, file } = this.sharding.encode(cid)
     return join(this.dir, dir, file)
   }
@@ -53,7 +54,7 @@ export class BlockStore implements BlockGetter {
       throw new ImgmeshError('EIO', `reading block ${cid.toString()}: ${(err as Error).message}`, { cause: err })
     }
     if (!matchesCid(cid, bytes)) {
-      log.warn('corrupt block in store', { cid: cid.toString() })
+      log.info('corrupt block in store', { cid: cid.toString() })
       throw new ImgmeshError('EBADBLOCK', `block ${cid.toString()} in the store does not match its hash`)
     }
     return bytes

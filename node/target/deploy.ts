@@ -341,9 +341,10 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
   const tree = await loadTree(blocks, body.tree)
   const state = await readTargetState(store.targetsDir, realTarget)
 
-  // Diff against the version deployed before only when its deploy finished and its tree is still here.
+  // Diff against the version deployed before only when its deploy finished, removed what its
+  // version lacked, and is another version (deploying the same version again is a repair: scan).
   let oldTree: DirNode | undefined
-  if (state.deployed !== undefined && state.inProgress === undefined) {
+  if (state.deployed !== undefined && state.inProgress === undefined && state.deployed.kept !== true && !state.deployed.cid.equals(resolved.cid)) {
     try { oldTree = await loadTree(store.blocks, state.deployed.tree) } catch { oldTree = undefined }
   }
   const result: DeployResult = {
@@ -354,6 +355,7 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
   if (!run.ctx.privileged) run.ctx.warn('owner', 'not running as root: file owners are not set and device nodes are skipped')
 
   const record: DeployedVersion = { image: body.image, number: body.number, cid: resolved.cid, tree: body.tree, at: new Date().toISOString(), excludes: opts.excludes ?? [] }
+  if (opts.delete === false) record.kept = true
   if (!result.dryRun) await writeTargetState(store.targetsDir, { ...state, inProgress: record })
 
   const targetExists = result.dryRun ? (await lstat(realTarget).catch(() => null)) !== null : true

@@ -18,6 +18,8 @@ export interface DeployedVersion {
   tree: CID
   at: string
   excludes: string[]
+  /** Deployed with --no-delete: the target may hold more than the version. */
+  kept?: boolean
 }
 
 export interface TargetState {
@@ -27,17 +29,21 @@ export interface TargetState {
   inProgress?: DeployedVersion
 }
 
-interface RawVersion { image: string, number: number, cid: string, tree: string, at: string, excludes: string[] }
+interface RawVersion { image: string, number: number, cid: string, tree: string, at: string, excludes: string[], kept?: boolean }
 interface RawState { target: string, deployed?: RawVersion, previous?: RawVersion, inProgress?: RawVersion }
 
 function parseVersion (r: RawVersion | undefined): DeployedVersion | undefined {
   if (r === undefined) return undefined
-  return { image: r.image, number: r.number, cid: CID.parse(r.cid), tree: CID.parse(r.tree), at: r.at, excludes: r.excludes ?? [] }
+  const v: DeployedVersion = { image: r.image, number: r.number, cid: CID.parse(r.cid), tree: CID.parse(r.tree), at: r.at, excludes: r.excludes ?? [] }
+  if (r.kept === true) v.kept = true
+  return v
 }
 
 function rawVersion (v: DeployedVersion | undefined): RawVersion | undefined {
   if (v === undefined) return undefined
-  return { image: v.image, number: v.number, cid: v.cid.toString(), tree: v.tree.toString(), at: v.at, excludes: v.excludes }
+  const r: RawVersion = { image: v.image, number: v.number, cid: v.cid.toString(), tree: v.tree.toString(), at: v.at, excludes: v.excludes }
+  if (v.kept === true) r.kept = true
+  return r
 }
 
 export function stateFile (targetsDir: string, realTarget: string): string {

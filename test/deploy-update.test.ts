@@ -1,0 +1,94 @@
+/** Updating a deployed target: only changed paths are written, excluded paths are left alone. */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm, writeFile, mkdir, chmod, rename, utimes, readFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { makeSampleTree } from '../node/demo/sample-tree.ts'
+import { imgmesh, imgmeshJson } from './support/cli.ts'
+import { rsyncDifferences } from './support/tree-check.ts'
+
+let work: string
+before(async () => { work = await mkdtemp(join(tmpdir(), 'imgmesh-up-')) })
+after(async () => { await rm(work, { recursive: true, force: true }) })
+
+interface DeployJson { created: number, updated: number, attributes: number, deleted: number, linked: number, mode: string, changes: Array<{ kind: string, path: string }> }
+interface DiffJson { added: Array<{ path: string }>, removed: Array<{ path: string }>, changed: Array<{ path: string, kind: string }>, newBytes: number }
+
+test('deploy of v2 over v1 writes only what changed and keeps excluded paths', async () => {
+  const src = join(work, 'src')
+  const data = join(work, 'data')
+  const dst = join(work, 'dst')
+  await makeSampleTree(src, { bytes: 2 * 1024 * 1024 })
+  await imgmeshJson(['capture', src, '--image', 'app', '--no-default-excludes', '--data-dir', data])
+  await imgmeshJson(['deploy', 'app', dst, '--data-dir', data])
+  // The node's own file, excluded from updates.
+  await writeFile(join(dst, 'etc/local.conf'), 'node-specific\n')
+
+  await writeFile(join(src, 'etc/motd'), 'a new message of the day\n')            // content (and breaks nothing: motd has a hard link)
+  await writeFile(join(src, 'etc/added'), 'new file\n')                          // added
+  await rm(join(src, 'etc/empty'))                                                // removed
+  await rename(join(src, 'usr/bin/sgid-tool'), join(src, 'usr/bin/sgid-renamed')) // renamed
+  await chmod(join(src, 'usr/lib/data/file-000.dat'), 0o600)                      // metadata only
+  await utimes(join(src, 'usr/lib/data/file-001.dat'), 1_500_000_000, 1_500_000_000) // mtime only
+  await rm(join(src, 'etc/hostname'))
+  await mkdir(join(src, 'etc/hostname'))                                          // file → dir
+  await writeFile(join(src, 'etc/hostname/inside'), 'x\n')
+  await rm(join(src, 'var/spool'), { recursive: true })
+  await writeFile(join(src, 'var/spool'), 'dir → file\n')                        // dir → file
+
+  const v2 = await imgmeshJson<{ version: number, created: boolean }>(['capture', src, '--image', 'app', '--no-default-excludes', '--data-dir', data])
+  assert.equal(v2.version, 2)
+  const diff = await imgmeshJson<DiffJson>(['diff', 'app@1', 'app@2', '--data-dir', data])
+  assert.ok(diff.added.some(p => p.path === '/etc/added'))
+  assert.ok(diff.removed.some(p => p.path === '/etc/empty'))
+  assert.ok(diff.changed.some(p => p.path === '/usr/lib/data/file-000.dat' && p.kind === 'attributes'))
+
+  const dry = await imgmeshJson<DeployJson>(['deploy', 'app@2', dst, '--dry-run', '--exclude', '/etc/local.conf', '--data-dir', data])
+  const dep = await imgmeshJson<DeployJson>(['deploy', 'app@2', dst, '--exclude', '/etc/local.conf', '--data-dir', data])
+  assert.equal(dep.mode, 'diff')
+  assert.deepEqual(dry.changes, dep.changes)
+  const byPath = new Map(dep.changes.map(c => [c.path, c.kind]))
+  assert.equal(byPath.get('/etc/motd'), 'update')
+  assert.equal(byPath.get('/var/motd-hardlink'), 'link')
+  assert.equal(byPath.get('/etc/added'), 'create')
+  assert.equal(byPath.get('/etc/empty'), 'delete')
+  assert.equal(byPath.get('/usr/bin/sgid-tool'), 'delete')
+  assert.equal(byPath.get('/usr/bin/sgid-renamed'), 'create')
+  assert.equal(byPath.get('/usr/lib/data/file-000.dat'), 'attributes')
+  assert.equal(byPath.get('/usr/lib/data/file-001.dat'), 'attributes')
+  assert.equal(byPath.get('/etc/hostname'), 'update')
+  assert.equal(byPath.get('/etc/hostname/inside'), 'create')
+  assert.equal(byPath.get('/var/spool'), 'update')
+  // Nothing else: the big files, the other 100+ files, are untouched.
+  const fileWrites = dep.changes.filter(c => c.kind === 'create' || c.kind === 'update')
+  assert.ok(fileWrites.length <= 6, JSON.stringify(fileWrites))
+  assert.equal(await readFile(join(dst, 'etc/local.conf'), 'utf8'), 'node-specific\n')
+  assert.deepEqual(rsyncDifferences(src, dst, ['/etc/local.conf']), [])
+  await rm(join(dst, 'etc/local.conf'))
+
+  // --no-delete keeps what the image lacks.
+  await writeFile(join(dst, 'etc/keep-me'), 'x')
+  const nodel = await imgmeshJson<DeployJson>(['deploy', 'app@1', dst, '--no-delete', '--data-dir', data])
+  assert.ok(!nodel.changes.some(c => c.kind === 'delete' && c.path === '/etc/keep-me'))
+  assert.equal(await readFile(join(dst, 'etc/keep-me'), 'utf8'), 'x')
+  // Back to v1 exactly (rollback by deploying the older version).
+  const back = await imgmesh(['deploy', 'app@1', dst, '--data-dir', data])
+  assert.equal(back.code, 0, back.stderr)
+  const check = await imgmesh(['verify', dst, '--data-dir', data])
+  assert.equal(check.code, 0, check.stdout)
+})
+
+test('a target that is not the deployed one is compared on disk (scan) and repaired', async () => {
+  const src = join(work, 'src')
+  const data = join(work, 'data')
+  const dst = join(work, 'dst2')
+  await mkdir(dst)
+  await writeFile(join(dst, 'stray'), 'not in the image')
+  const dep = await imgmeshJson<DeployJson>(['deploy', 'app@2', dst, '--data-dir', data])
+  assert.equal(dep.mode, 'scan')
+  assert.ok(dep.changes.some(c => c.kind === 'delete' && c.path === '/stray'))
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+  const scanAgain = await imgmeshJson<DeployJson>(['deploy', 'app@2', dst, '--data-dir', data])
+  assert.equal(scanAgain.changes.length, 0)
+})

@@ -59,6 +59,8 @@ test('gear table is pinned', () => {
   assert.equal(digest(bytes), '848462825c2c5a31ed9237398da28d29015af4397c1d2cd77040a4381acffe09')
   assert.equal(new Set(GEAR).size, 256)
   assert.ok(Object.isFrozen(GEAR))
+  assert.deepEqual(DEFAULT_CHUNKING, { min: 16384, avg: 65536, max: 262144 })
+  assert.ok(Object.isFrozen(DEFAULT_CHUNKING))
 })
 
 test('cut points of a fixed pseudo-random input are pinned', () => {

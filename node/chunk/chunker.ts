@@ -21,7 +21,7 @@ import { ImgmeshError } from '../errors.ts'
 export interface ChunkingOptions { min: number, avg: number, max: number }
 
 /** The casync defaults: 16 KiB / 64 KiB / 256 KiB (measured mean on random data: about 73 KiB). */
-export const DEFAULT_CHUNKING: ChunkingOptions = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }
+export const DEFAULT_CHUNKING: ChunkingOptions = Object.freeze({ min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 })
 
 const MAX_CHUNK = 1 << 30
 

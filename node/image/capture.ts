@@ -85,7 +85,12 @@ export async function capture (store: ImageStore, opts: CaptureOptions): Promise
   }
   const rootStat = await lstat(source, { bigint: true })
   if (!rootStat.isDirectory()) throw new ImgmeshError('EBADARG', `cannot capture ${opts.source}: not a directory`, { path: opts.source })
-  const patterns = [...(opts.defaultExcludes === false ? [] : DEFAULT_CAPTURE_EXCLUDES), ...(opts.excludes ?? [])]
+  // The user's patterns first: the first matching rule wins, so a `+ PATTERN` can re-include a default.
+  const patterns = [...(opts.excludes ?? []), ...(opts.defaultExcludes === false ? [] : DEFAULT_CAPTURE_EXCLUDES)]
+  // Never capture the store itself, wherever the data dir is.
+  const dataDir = await realpath(store.dataDir).catch(() => store.dataDir)
+  if (dataDir === source) throw new ImgmeshError('EBADARG', `cannot capture ${opts.source}: it is the data directory`, { path: opts.source })
+  if (dataDir.startsWith(source + '/') || source === '/') patterns.push(source === '/' ? dataDir : dataDir.slice(source.length))
 
   const head = await store.refs.head(opts.image)
   let prevTree: DirNode | null = null

@@ -1,0 +1,198 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer } from 'node:net'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
+import { randomBytes } from 'node:crypto'
+import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { generateClusterKey } from '../node/swarm/cluster-key.ts'
+import { generatePeerKey, peerIdOf } from '../node/swarm/peer-key.ts'
+import { createSwarmNode, lanPeerInfoMapper, DHT_PROTOCOL, type SwarmNode, type SwarmNodeOptions } from '../node/swarm/libp2p-node.ts'
+
+const LOOPBACK = ['/ip4/127.0.0.1/tcp/0']
+
+async function node (clusterKey: Uint8Array, extra: Partial<SwarmNodeOptions> = {}): Promise<SwarmNode> {
+  return await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: LOOPBACK, mdns: false, ...extra })
+}
+
+async function stopAll (nodes: SwarmNode[]): Promise<void> {
+  await Promise.allSettled(nodes.map(async n => { await n.stop() }))
+}
+
+/** Polls `cond` every 50 ms until true or `ms` elapse (then throws). */
+async function waitFor (what: string, cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    if (await cond()) return
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+}
+
+/** A bounded wait for one operation (the nodes' listeners keep the event loop alive meanwhile). */
+function deadline (ms: number): AbortSignal {
+  return AbortSignal.timeout(ms)
+}
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address()
+      srv.close(() => { typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('no port')) })
+    })
+  })
+}
+
+const ENCRYPTION_FAILURES = new Set(['EncryptionFailedError', 'InvalidCryptoExchangeError', 'UnexpectedEOFError', 'ConnectionFailedError', 'AbortError', 'TimeoutError'])
+
+test('same cluster key: connect on 127.0.0.1 over noise + yamux and ping', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key); nodes.push(a)
+    const b = await node(key); nodes.push(b)
+    const addr = a.multiaddrs()[0]
+    assert.match(addr.toString(), /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//)
+    const rtt = await b.libp2p.services.ping.ping(addr, { signal: deadline(5000) })
+    assert.equal(typeof rtt, 'number')
+    const [conn] = b.libp2p.getConnections(a.peerId)
+    assert.ok(conn !== undefined)
+    assert.equal(conn.encryption, '/noise')
+    assert.equal(conn.multiplexer, '/yamux/1.0.0')
+    assert.equal(a.clusterId, b.clusterId)
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('a node with another cluster key cannot finish a handshake (noise prologue)', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key); nodes.push(a)
+    const outsider = await node(generateClusterKey()); nodes.push(outsider)
+    const err = await outsider.libp2p.dial(a.multiaddrs()[0], { signal: deadline(5000) }).then(() => null, (e: unknown) => e as Error)
+    assert.ok(err !== null, 'the dial must fail')
+    assert.ok(ENCRYPTION_FAILURES.has(err.name), `unexpected failure ${err.name}: ${err.message}`)
+    assert.equal(err.name, 'EncryptionFailedError')
+    // and the other way round
+    const err2 = await a.libp2p.dial(outsider.multiaddrs()[0], { signal: deadline(5000) }).then(() => null, (e: unknown) => e as Error)
+    assert.ok(err2 !== null && ENCRYPTION_FAILURES.has(err2.name), `unexpected ${err2?.name}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+    assert.equal(a.libp2p.getConnections(outsider.peerId).length, 0)
+    assert.equal(outsider.libp2p.getPeers().length, 0)
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('the pnet gate also admits the same key only', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key, { gate: 'pnet' }); nodes.push(a)
+    const b = await node(key, { gate: 'pnet' }); nodes.push(b)
+    const outsider = await node(generateClusterKey(), { gate: 'pnet' }); nodes.push(outsider)
+    const prologueOnly = await node(key); nodes.push(prologueOnly)
+    await b.libp2p.services.ping.ping(a.multiaddrs()[0], { signal: deadline(5000) })
+    for (const n of [outsider, prologueOnly]) {
+      const err = await n.libp2p.dial(a.multiaddrs()[0], { signal: deadline(1500) }).then(() => null, (e: unknown) => e as Error)
+      assert.ok(err !== null, 'the dial must fail')
+    }
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('kad-dht: provide on one node, findProviders on another (3 nodes, bootstrap)', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key); nodes.push(a)
+    const boot = [a.multiaddrs()[0].toString()]
+    const b = await node(key, { bootstrap: boot }); nodes.push(b)
+    const c = await node(key, { bootstrap: boot }); nodes.push(c)
+    // bootstrap dials after 100 ms; identify then tells kad-dht the peers run our DHT protocol
+    await waitFor('b and c connected to a', () => b.libp2p.getConnections(a.peerId).length > 0 && c.libp2p.getConnections(a.peerId).length > 0)
+    await waitFor('DHT protocol known', async () => {
+      const p = await c.libp2p.peerStore.get(a.peerId)
+      return p.protocols.includes(DHT_PROTOCOL)
+    })
+    assert.equal(b.libp2p.services.dht.getMode(), 'server')
+    const cid = CID.createV1(0x71, Digest.create(0x12, new Uint8Array(randomBytes(32))))
+    const t0 = Date.now()
+    for await (const _ev of b.libp2p.services.dht.provide(cid, { signal: deadline(10_000) })) { /* run the query */ }
+    const provideMs = Date.now() - t0
+    const t1 = Date.now()
+    let found: string[] = []
+    for await (const ev of c.libp2p.services.dht.findProviders(cid, { signal: deadline(10_000) })) {
+      if (ev.name === 'PROVIDER') {
+        found = ev.providers.map(p => p.id.toString())
+        assert.ok(ev.providers[0].multiaddrs.some(ma => ma.toString().startsWith('/ip4/127.0.0.1/tcp/')), 'loopback addresses are kept')
+        break
+      }
+    }
+    assert.ok(found.includes(b.peerId.toString()), 'c finds b as a provider')
+    process.stderr.write(`# dht provide ${provideMs} ms, findProviders ${Date.now() - t1} ms\n`)
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('gossipsub: a message published by one node reaches another', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key); nodes.push(a)
+    const b = await node(key, { bootstrap: [a.multiaddrs()[0].toString()] }); nodes.push(b)
+    const c = await node(key, { bootstrap: [a.multiaddrs()[0].toString()] }); nodes.push(c)
+    const topic = '/imgmesh/test/1'
+    for (const n of nodes) n.libp2p.services.pubsub.subscribe(topic)
+    await waitFor('c sees a subscriber', () => c.libp2p.services.pubsub.getSubscribers(topic).length > 0)
+    await waitFor('b sees a subscriber', () => b.libp2p.services.pubsub.getSubscribers(topic).length > 0)
+    const received = new Promise<{ data: Uint8Array, from: string }>((resolve) => {
+      c.libp2p.services.pubsub.addEventListener('message', (evt) => {
+        const m = evt.detail
+        if (m.topic === topic && m.type === 'signed') resolve({ data: m.data, from: m.from.toString() })
+      })
+    })
+    const payload = new Uint8Array(randomBytes(100))
+    const t0 = Date.now()
+    const res = await b.libp2p.services.pubsub.publish(topic, payload)
+    assert.ok(res.recipients.length > 0)
+    const timeout = new Promise<never>((_resolve, reject) => { const t = setTimeout(() => { reject(new Error('no gossip within 5 s')) }, 5000); received.finally(() => { clearTimeout(t) }).catch(() => {}) })
+    const got = await Promise.race([received, timeout])
+    assert.ok(Buffer.from(got.data).equals(payload), "payload intact")
+    assert.equal(got.from, b.peerId.toString(), 'signed by the publisher')
+    process.stderr.write(`# gossip delivered in ${Date.now() - t0} ms\n`)
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('bootstrap peers are redialled until they come up', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const laterKey = await generatePeerKey()
+    const port = await freePort()
+    const addr = `/ip4/127.0.0.1/tcp/${port}/p2p/${peerIdOf(laterKey).toString()}`
+    const d = await node(key, { bootstrap: [addr], bootstrapRedialInterval: 200 }); nodes.push(d)
+    await new Promise(resolve => setTimeout(resolve, 400))
+    const later = await createSwarmNode({ privateKey: laterKey, clusterKey: key, listen: [`/ip4/127.0.0.1/tcp/${port}`] }); nodes.push(later)
+    await waitFor('d connects to the late bootstrap peer', () => d.libp2p.getConnections(later.peerId).length > 0, 5000)
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('lanPeerInfoMapper keeps loopback and private TCP addresses, drops unspecified ones', () => {
+  const id = peerIdFromString('12D3KooWRAEGLb6STpkufq4i6Hty8xHKFSgGtBm1HaGFMJxvJS8n')
+  const mapped = lanPeerInfoMapper({
+    id,
+    multiaddrs: ['/ip4/127.0.0.1/tcp/1', '/ip4/10.1.2.3/tcp/2', '/ip4/192.168.1.9/tcp/3', '/ip4/0.0.0.0/tcp/4', '/ip6/::1/tcp/5', '/ip6/::/tcp/6', '/ip4/8.8.8.8/tcp/7', '/ip4/10.0.0.1/udp/8'].map(a => multiaddr(a))
+  })
+  assert.deepEqual(mapped.multiaddrs.map(String), ['/ip4/127.0.0.1/tcp/1', '/ip4/10.1.2.3/tcp/2', '/ip4/192.168.1.9/tcp/3', '/ip6/::1/tcp/5', '/ip4/8.8.8.8/tcp/7'])
+})

@@ -8,6 +8,7 @@ import { DEFAULT_DATA_DIR } from '../node/image/image-store.ts'
 import { imageCommands } from './commands/image.ts'
 import { targetCommands } from './commands/target.ts'
 import { demoCommand } from './commands/demo.ts'
+import { swarmCommands } from './commands/swarm.ts'
 
 export interface GlobalArgs { dataDir: string, json: boolean, verbose: boolean }
 
@@ -23,6 +24,7 @@ function build (argv: string[]): Argv<GlobalArgs> {
     }) as unknown as Argv<GlobalArgs>
   y = imageCommands(y)
   y = targetCommands(y)
+  y = swarmCommands(y)
   y = demoCommand(y)
   return y
     .demandCommand(1, 'name a command (see --help)')

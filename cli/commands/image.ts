@@ -5,6 +5,7 @@ import { capture } from '../../node/image/capture.ts'
 import { diffVersions } from '../../node/image/version-diff.ts'
 import { DEFAULT_CAPTURE_EXCLUDES, readExcludeFile } from '../../node/tree/exclude.ts'
 import { ImgmeshError } from '../../node/errors.ts'
+import { ControlClient } from '../../node/control/control-api.ts'
 import { emit, formatBytes, ProgressLine } from '../output.ts'
 import type { GlobalArgs } from '../imgmesh.ts'
 
@@ -23,7 +24,8 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('exclude-from', { type: 'string', array: true, describe: 'file of exclude patterns, one per line' })
       .option('default-excludes', { type: 'boolean', default: true, describe: `leave out what a live root should not carry (--no-default-excludes for image trees): ${DEFAULT_CAPTURE_EXCLUDES.join(' ')}` })
       .option('message', { alias: 'm', type: 'string', default: '', describe: 'description of the version' })
-      .option('allow-empty', { type: 'boolean', default: false, describe: 'create a version even if nothing changed' }),
+      .option('allow-empty', { type: 'boolean', default: false, describe: 'create a version even if nothing changed' })
+      .option('publish', { type: 'boolean', default: true, describe: 'announce the new version through the running agent (--no-publish to keep it local)' }),
     async (a) => {
       const store = await ImageStore.open(a.dataDir)
       const progress = new ProgressLine(!a.json && process.stderr.isTTY === true)
@@ -40,7 +42,13 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       })
       progress.done()
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
-      emit(a, { image: r.image, version: r.version, cid: r.cid, created: r.created, files: r.files, entries: r.entries, bytes: r.bytes, newBytes: r.newBytes, hashedFiles: r.hashedFiles }, () =>
+      // Hand the new version to the agent of this data dir, which announces it to the swarm.
+      let published = false
+      if (r.created && a.publish) {
+        const agent = await ControlClient.find(a.dataDir)
+        if (agent !== null) { await agent.call('publish', { spec: `${r.image}@${r.version}` }); published = true }
+      }
+      emit(a, { image: r.image, version: r.version, cid: r.cid, created: r.created, published, files: r.files, entries: r.entries, bytes: r.bytes, newBytes: r.newBytes, hashedFiles: r.hashedFiles }, () =>
         r.created
           ? `${r.image}@${r.version} ${r.cid} (${r.files} files, ${formatBytes(r.bytes)}, ${formatBytes(r.newBytes)} new)`
           : `${r.image}@${r.version} ${r.cid} unchanged (nothing new stored)`)

@@ -1,7 +1,9 @@
 /** Commands on targets: deploy and verify. */
 import type { Argv } from 'yargs'
 import { ImageStore } from '../../node/image/image-store.ts'
-import { deploy } from '../../node/target/deploy.ts'
+import { resolve as resolvePath } from 'node:path'
+import { deploy, type DeployResult } from '../../node/target/deploy.ts'
+import { ControlClient } from '../../node/control/control-api.ts'
 import { verifyTarget } from '../../node/target/verify.ts'
 import { emit, formatBytes, ProgressLine } from '../output.ts'
 import { collectExcludes } from './image.ts'
@@ -19,17 +21,29 @@ export function targetCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('dry-run', { alias: 'n', type: 'boolean', default: false, describe: 'list what would change, change nothing' })
       .option('delete', { type: 'boolean', default: true, describe: 'remove what the image does not have (--no-delete keeps it)' }),
     async (a) => {
-      const store = await ImageStore.open(a.dataDir)
-      const resolved = await store.resolve(a.spec)
       const progress = new ProgressLine(!a.json && process.stderr.isTTY === true)
       const started = Date.now()
-      const r = await deploy(store, resolved, {
-        target: a.target,
-        excludes: await collectExcludes(a),
-        dryRun: a.dryRun,
-        delete: a.delete,
-        onProgress: (p) => { progress.update(`deploying ${p.files} files, ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}  ${p.path}`) }
-      })
+      const excludes = await collectExcludes(a)
+      const target = resolvePath(a.target)
+      const agent = await ControlClient.find(a.dataDir)
+      let r: DeployResult
+      if (agent !== null) {
+        // Through the agent: chunks come from every peer that has them.
+        r = await agent.call<DeployResult>('deploy', { spec: a.spec, target, excludes, dryRun: a.dryRun, delete: a.delete }, (e) => {
+          const p = e as { bytes: number, totalBytes: number, rate: number, peers: number, have: number, pieces: number }
+          progress.update(`fetching ${p.have}/${p.pieces} pieces, ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)} at ${formatBytes(p.rate)}/s from ${p.peers} peer(s)`)
+        })
+      } else {
+        const store = await ImageStore.open(a.dataDir)
+        const resolved = await store.resolve(a.spec)
+        r = await deploy(store, resolved, {
+          target,
+          excludes,
+          dryRun: a.dryRun,
+          delete: a.delete,
+          onProgress: (p) => { progress.update(`deploying ${p.files} files, ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}  ${p.path}`) }
+        })
+      }
       progress.done()
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
       const seconds = (Date.now() - started) / 1000

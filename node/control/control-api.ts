@@ -21,8 +21,21 @@ export interface EventSink { event: (value: unknown) => void }
 
 export interface ControlServer { socket: string, close: () => Promise<void> }
 
-export async function startControlServer (dataDir: string, handlers: Record<string, Handler>): Promise<ControlServer> {
-  const socket = join(dataDir, SOCKET_NAME)
+export const API_FILE = 'agent.api'
+
+/** The control socket of a data dir: the default one, or where `agent --api PATH` put it. */
+export async function controlSocketOf (dataDir: string): Promise<string> {
+  try {
+    const custom = (await readFile(join(dataDir, API_FILE), 'utf8')).trim()
+    if (custom !== '') return custom
+  } catch {}
+  return join(dataDir, SOCKET_NAME)
+}
+
+export async function startControlServer (dataDir: string, handlers: Record<string, Handler>, socketPath?: string): Promise<ControlServer> {
+  const socket = socketPath ?? join(dataDir, SOCKET_NAME)
+  if (socketPath !== undefined) await writeFile(join(dataDir, API_FILE), socketPath + '\n', { mode: 0o600 })
+  else await rm(join(dataDir, API_FILE), { force: true })
   const tokenFile = join(dataDir, TOKEN_NAME)
   const token = randomBytes(32).toString('hex')
   await writeFile(tokenFile, token + '\n', { mode: 0o600 })
@@ -73,6 +86,7 @@ export async function startControlServer (dataDir: string, handlers: Record<stri
       await new Promise<void>(resolve => { server.close(() => { resolve() }); server.closeAllConnections() })
       await rm(socket, { force: true })
       await rm(tokenFile, { force: true })
+      if (socketPath !== undefined) await rm(join(dataDir, API_FILE), { force: true })
     }
   }
 }
@@ -109,7 +123,7 @@ export class ControlClient {
   private constructor (socket: string, token: string) { this.socket = socket; this.token = token }
 
   static async find (dataDir: string): Promise<ControlClient | null> {
-    const socket = join(dataDir, SOCKET_NAME)
+    const socket = await controlSocketOf(dataDir)
     let token: string
     try {
       token = (await readFile(join(dataDir, TOKEN_NAME), 'utf8')).trim()

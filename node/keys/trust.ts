@@ -13,7 +13,7 @@ export function normalizePublisherKey (key: string): string {
 
 export class TrustList {
   readonly file: string
-  private keys = new Set<string>()
+  private readonly keys = new Set<string>()
 
   constructor (file: string) { this.file = file }
 
@@ -21,15 +21,18 @@ export class TrustList {
     try {
       const raw = JSON.parse(await readFile(this.file, 'utf8')) as { publishers?: unknown }
       if (!Array.isArray(raw.publishers)) throw new Error('no publishers list')
-      this.keys = new Set(raw.publishers.map(k => normalizePublisherKey(String(k))))
+      this.keys.clear()
+      for (const k of raw.publishers) this.keys.add(normalizePublisherKey(String(k)))
     } catch (err) {
-      if (isErrno(err, 'ENOENT')) { this.keys = new Set(); return this }
+      if (isErrno(err, 'ENOENT')) { this.keys.clear(); return this }
       throw new ImgmeshError('EBADARG', `trust list ${this.file} is unreadable: ${(err as Error).message}`, { cause: err })
     }
     return this
   }
 
   has (key: string): boolean { return this.keys.has(key) }
+  /** The live set of trusted keys (changes as keys are trusted and untrusted). */
+  get set (): ReadonlySet<string> { return this.keys }
   list (): string[] { return [...this.keys].sort() }
 
   async add (key: string): Promise<boolean> {

@@ -1,0 +1,318 @@
+/**
+ * The agent: one per node. It owns the image store and the swarm node, serves blocks to peers,
+ * keeps versions in sync (heads, gossip), announces what it holds on the DHT, fetches versions
+ * from many peers at once, runs deploys, and answers the CLI on its control socket.
+ */
+import { hostname } from 'node:os'
+import type { CID } from 'multiformats/cid'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ImageStore, parseImageSpec, type ResolvedVersion } from '../image/image-store.ts'
+import { createSwarmNode, type SwarmNode } from '../swarm/libp2p-node.ts'
+import { loadIdentity, type NodeIdentity } from './node-identity.ts'
+import { BlockExchange, type Offer } from '../exchange/block-exchange.ts'
+import { VersionFetcher, type FetchProgress } from '../exchange/version-fetcher.ts'
+import { VersionSync, type LearntVersion } from './version-sync.ts'
+import { SuperSeed } from '../fetch/super-seed.ts'
+import { Bitfield } from '../fetch/bitfield.ts'
+import { loadTree, pieceList } from '../tree/tree-loader.ts'
+import { deploy, type DeployOptions, type DeployResult } from '../target/deploy.ts'
+import { startControlServer, type ControlServer, type EventSink } from '../control/control-api.ts'
+import { ImgmeshError } from '../errors.ts'
+import { createLogger } from '../logger.ts'
+
+const log = createLogger('agent')
+
+export interface AgentOptions {
+  dataDir: string
+  listen?: string[]
+  bootstrap?: string[]
+  mdns?: boolean
+  /** Requests in flight per peer. */
+  maxInFlight?: number
+  /** Control socket path (default: agent.sock in the data dir). */
+  api?: string
+}
+
+export interface DeployJob {
+  target: string
+  image: string
+  number: number
+  cid: string
+  started: number
+  state: 'fetching' | 'writing' | 'done' | 'failed'
+  error?: string
+  fetcher: VersionFetcher
+  result?: DeployResult
+}
+
+export interface VersionHeld { image: string, number: number, cid: string, pieces: number, have: number, percent: number, complete: boolean }
+
+export class Agent {
+  readonly store: ImageStore
+  readonly identity: NodeIdentity
+  readonly swarm: SwarmNode
+  readonly exchange: BlockExchange
+  readonly versions: VersionSync
+  private control: ControlServer | null = null
+  private readonly fetchers = new Map<string, Promise<VersionFetcher>>()
+  private readonly complete = new Map<string, Offer>()
+  private readonly seeding = new Map<string, Offer>()
+  readonly jobs = new Map<string, DeployJob>()
+  private readonly providers = new Set<string>()
+  readonly startedAt = Date.now()
+  maxInFlight = 32
+
+  private constructor (store: ImageStore, identity: NodeIdentity, swarm: SwarmNode) {
+    this.store = store
+    this.identity = identity
+    this.swarm = swarm
+    this.exchange = new BlockExchange(swarm.libp2p, store.blocks, async (v) => await this.offerFor(v))
+    this.versions = new VersionSync(swarm.libp2p, store, identity.clusterId, (v) => { this.onLearnt(v) })
+  }
+
+  static async start (opts: AgentOptions): Promise<Agent> {
+    const store = await ImageStore.open(opts.dataDir)
+    const identity = await loadIdentity(store)
+    const swarm = await createSwarmNode({
+      privateKey: identity.peerKey,
+      clusterKey: identity.clusterKey,
+      listen: opts.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
+      bootstrap: opts.bootstrap ?? [],
+      mdns: opts.mdns ?? false
+    })
+    const agent = new Agent(store, identity, swarm)
+    if (opts.maxInFlight !== undefined) agent.maxInFlight = opts.maxInFlight
+    try {
+      await agent.exchange.start()
+      await agent.versions.start()
+      agent.control = await startControlServer(opts.dataDir, agent.handlers(), opts.api)
+    } catch (err) {
+      await agent.stop()
+      throw err
+    }
+    return agent
+  }
+
+  async stop (): Promise<void> {
+    for (const f of this.fetchers.values()) void f.then(x => { x.stop() }).catch(() => {})
+    await this.control?.close()
+    await this.versions.stop().catch(() => {})
+    await this.exchange.stop().catch(() => {})
+    await this.swarm.stop()
+  }
+
+  addresses (): string[] { return this.swarm.multiaddrs().map(a => a.toString()) }
+
+  // ------------------------------------------------------------------ what we hold and offer
+
+  /** Our offer of a version: a running fetch, a super-seeded new version, or what the store holds. */
+  async offerFor (version: CID): Promise<Offer | null> {
+    const key = version.toString()
+    const seeding = this.seeding.get(key)
+    if (seeding !== undefined) return seeding
+    const fetching = this.fetchers.get(key)
+    if (fetching !== undefined) { try { return (await fetching).offer } catch { return null } }
+    const done = this.complete.get(key)
+    if (done !== undefined) return done
+    return await this.scanOffer(version)
+  }
+
+  private async scanOffer (version: CID): Promise<Offer | null> {
+    let tree: CID
+    try { tree = (await this.store.getVersion(version)).body.tree } catch { return null }
+    let pieces
+    try { pieces = pieceList(await loadTree(this.store.blocks, tree)) } catch { return null }
+    const have = new Bitfield(pieces.length)
+    for (let i = 0; i < pieces.length; i++) if (await this.store.blocks.has(pieces[i].cid)) have.set(i)
+    const index = new Map<string, number>()
+    pieces.forEach((p, i) => index.set(p.cid.toString(), i))
+    const offer: Offer = { version, pieces: pieces.map(p => p.cid), index, have: have.complete ? 'all' : have }
+    if (have.complete) this.complete.set(version.toString(), offer)
+    return offer
+  }
+
+  /** Peers worth asking for a version: everyone connected, plus DHT providers found so far. */
+  private candidates (): string[] {
+    const peers = new Set(this.swarm.libp2p.getPeers().map(p => p.toString()))
+    return [...peers].filter(p => !this.exchange.isBanned(p))
+  }
+
+  private async findProviders (cids: CID[]): Promise<void> {
+    const dht = this.swarm.libp2p.services.dht
+    await Promise.all(cids.map(async (cid) => {
+      try {
+        for await (const event of dht.findProviders(cid, { signal: AbortSignal.timeout(10_000) })) {
+          if (event.name !== 'PROVIDER') continue
+          for (const p of event.providers) {
+            if (p.id.equals(this.swarm.peerId) || this.swarm.libp2p.getConnections(p.id).length > 0) continue
+            await this.swarm.libp2p.dial(p.id, { signal: AbortSignal.timeout(5000) }).catch(() => {})
+          }
+        }
+      } catch (err) {
+        log.debug('findProviders ended', { cid: cid.toString(), error: (err as Error).message })
+      }
+    }))
+  }
+
+  private provide (cid: CID): void {
+    const key = cid.toString()
+    if (this.providers.has(key)) return
+    this.providers.add(key)
+    this.swarm.libp2p.contentRouting.provide(cid, { signal: AbortSignal.timeout(30_000) })
+      .catch((err: unknown) => { this.providers.delete(key); log.debug('provide failed', { cid: key, error: (err as Error).message }) })
+  }
+
+  /** Fetches a version from the swarm (one fetch per version, shared by every deploy of it). */
+  async fetch (resolved: ResolvedVersion): Promise<VersionFetcher> {
+    const key = resolved.cid.toString()
+    let f = this.fetchers.get(key)
+    if (f === undefined) {
+      f = (async () => {
+        const fetcher = new VersionFetcher(this.exchange, this.store.blocks, resolved.cid, resolved.version.body.tree, { candidates: () => this.candidates(), maxInFlight: this.maxInFlight })
+        void this.findProviders([resolved.cid, ...resolved.version.body.parents])
+        await fetcher.prepare()
+        fetcher.start()
+        this.provide(resolved.cid)
+        fetcher.done.then(() => {
+          if (fetcher.offer !== null) this.complete.set(key, { ...fetcher.offer, have: 'all' })
+          this.fetchers.delete(key)
+        }, () => { this.fetchers.delete(key) })
+        return fetcher
+      })()
+      this.fetchers.set(key, f)
+      f.catch(() => { this.fetchers.delete(key) })
+    }
+    return await f
+  }
+
+  /** Resolves NAME[@N] locally, after a fresh heads exchange with connected peers if needed. */
+  async resolve (spec: string): Promise<ResolvedVersion> {
+    try {
+      return await this.store.resolve(spec)
+    } catch (err) {
+      if (!(err instanceof ImgmeshError)) throw err
+      if (err.code === 'ENOBLOCK') {
+        // Known by number, but its version block is gone from the store: ask the peers for it.
+        const { image, number } = parseImageSpec(spec)
+        const cid = number === undefined ? (await this.store.refs.head(image))?.cid : await this.store.refs.get(image, number)
+        if (cid === undefined || cid === null) throw err
+        await this.exchange.fetchOne(cid, this.candidates())
+        return await this.store.resolve(spec)
+      }
+      if (err.code !== 'ENOIMAGE' && err.code !== 'ENOVERSION') throw err
+      await this.versions.syncAll()
+      return await this.store.resolve(spec)
+    }
+  }
+
+  async deploy (spec: string, opts: DeployOptions, events?: EventSink): Promise<DeployResult> {
+    const resolved = await this.resolve(spec)
+    const fetcher = await this.fetch(resolved)
+    const job: DeployJob = { target: opts.target, image: resolved.version.body.image, number: resolved.version.body.number, cid: resolved.cid.toString(), started: Date.now(), state: 'fetching', fetcher }
+    this.jobs.set(opts.target, job)
+    const timer = setInterval(() => { events?.event({ type: 'progress', ...fetcher.progress() }) }, 500)
+    try {
+      job.result = await deploy(this.store, resolved, { ...opts, blocks: fetcher })
+      job.state = 'done'
+      events?.event({ type: 'progress', ...fetcher.progress() })
+      return job.result
+    } catch (err) {
+      job.state = 'failed'
+      job.error = (err as Error).message
+      throw err
+    } finally {
+      clearInterval(timer)
+    }
+  }
+
+  /** Announces a version this node holds: gossip, DHT, and super-seeding until every piece went out once. */
+  async publish (spec: string): Promise<{ image: string, number: number, cid: string, recipients: number, newChunks: number, newBytes: number }> {
+    const resolved = await this.store.resolve(spec)
+    const { body } = resolved.version
+    const offer = await this.scanOffer(resolved.cid)
+    if (offer === null || offer.have !== 'all') throw new ImgmeshError('ENOBLOCK', `${body.image}@${body.number} is not complete on this node; nothing to publish`)
+    const key = resolved.cid.toString()
+    const seed: Offer = { ...offer, superSeed: new SuperSeed(offer.pieces.length, 16) }
+    this.seeding.set(key, seed)
+    const timer = setInterval(() => { if (seed.superSeed?.finished === true) { this.seeding.delete(key); clearInterval(timer) } }, 1000)
+    timer.unref()
+    // Delta against the parent: pieces the parent does not have.
+    let newChunks = offer.pieces.length
+    let newBytes = body.stats.chunkBytes
+    if (body.parents.length > 0) {
+      try {
+        const parent = await this.store.getVersion(body.parents[0])
+        const old = new Set(pieceList(await loadTree(this.store.blocks, parent.body.tree)).map(p => p.cid.toString()))
+        const pieces = pieceList(await loadTree(this.store.blocks, body.tree))
+        const fresh = pieces.filter(p => !old.has(p.cid.toString()))
+        newChunks = fresh.length
+        newBytes = fresh.reduce((s, p) => s + p.length, 0)
+      } catch {}
+    }
+    const recipients = await this.versions.announce(resolved.cid, resolved.version, { newChunks, newBytes })
+    this.provide(resolved.cid)
+    return { image: body.image, number: body.number, cid: key, recipients, newChunks, newBytes }
+  }
+
+  private onLearnt (v: LearntVersion): void {
+    log.info('new version available', { image: v.version.body.image, number: v.version.body.number, via: v.via })
+  }
+
+  // ------------------------------------------------------------------ status
+
+  async held (): Promise<VersionHeld[]> {
+    const out: VersionHeld[] = []
+    for (const image of await this.store.refs.images()) {
+      for (const ref of await this.store.refs.versions(image)) {
+        const offer = await this.offerFor(ref.cid)
+        const pieces = offer?.pieces.length ?? 0
+        const have = offer === null ? 0 : offer.have === 'all' ? pieces : offer.have.cardinality
+        out.push({ image, number: ref.number, cid: ref.cid.toString(), pieces, have, percent: pieces === 0 ? (offer === null ? 0 : 100) : Math.floor(have * 1000 / pieces) / 10, complete: offer !== null && have === pieces })
+      }
+    }
+    return out
+  }
+
+  peers (): Array<{ peer: string, addresses: string[], sent: number, received: number }> {
+    return this.swarm.libp2p.getPeers().map(p => {
+      const id = p.toString()
+      const t = this.exchange.traffic.get(id)
+      return { peer: id, addresses: this.swarm.libp2p.getConnections(p).map(c => c.remoteAddr.toString()), sent: t?.sent ?? 0, received: t?.received ?? 0 }
+    })
+  }
+
+  async status (): Promise<Record<string, unknown>> {
+    const deploys = [...this.jobs.values()].map(j => {
+      const p: FetchProgress = j.fetcher.progress()
+      return { ...p, target: j.target, image: j.image, version: j.number, cid: j.cid, state: j.state, error: j.error, seconds: (Date.now() - j.started) / 1000 }
+    })
+    return {
+      peerId: this.identity.peerId,
+      host: hostname(),
+      cluster: this.identity.clusterId,
+      publisher: this.identity.publisher,
+      addresses: this.addresses(),
+      uptime: (Date.now() - this.startedAt) / 1000,
+      peers: this.peers(),
+      versions: await this.held(),
+      deploys,
+      traffic: { sent: this.exchange.bytesSent, received: this.exchange.bytesReceived, blocksServed: this.exchange.blocksServed, blocksFetched: this.exchange.blocksFetched, badBlocks: this.exchange.badBlocks, rejectedAnnouncements: this.versions.rejected }
+    }
+  }
+
+  private handlers (): Record<string, (body: Record<string, unknown>, events: EventSink) => Promise<unknown>> {
+    return {
+      ping: async () => ({ peerId: this.identity.peerId }),
+      status: async () => await this.status(),
+      peers: async () => this.peers(),
+      publish: async (b) => await this.publish(String(b.spec)),
+      deploy: async (b, events) => await this.deploy(String(b.spec), {
+        target: String(b.target),
+        excludes: Array.isArray(b.excludes) ? b.excludes.map(String) : [],
+        dryRun: b.dryRun === true,
+        delete: b.delete !== false
+      }, events),
+      dial: async (b) => { await this.swarm.libp2p.dial(peerIdFromString(String(b.peer))); return {} }
+    }
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * How versions travel between agents: a heads exchange on every new connection (each side
+ * sends the newest signed version of every image it knows, so an agent that was down catches
+ * up within seconds) and gossip announcements of new versions, validated before they are
+ * forwarded (an invalid one is rejected, which scores its sender down).
+ */
+import type { CID } from 'multiformats/cid'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import type { SwarmLibp2p } from '../swarm/libp2p-node.ts'
+import type { ImageStore } from '../image/image-store.ts'
+import { HEADS_PROTOCOL, exchangeHeads, verifyHead, versionCidOf, type Head, type HeadsMessage } from '../../protocols/heads/heads.ts'
+import { ANNOUNCE_TOPIC, checkAnnouncement, encodeAnnouncement, signAnnouncement } from '../../protocols/announce/announce.ts'
+import { decodeVersion, type SignedVersion } from '../../protocols/version.ts'
+import { createLogger } from '../logger.ts'
+
+const log = createLogger('versions')
+const HEADS_TIMEOUT_MS = 10_000
+
+export interface LearntVersion { cid: CID, version: SignedVersion, from: string, via: 'heads' | 'gossip' }
+
+export class VersionSync {
+  private readonly libp2p: SwarmLibp2p
+  private readonly store: ImageStore
+  private readonly topic: string
+  private readonly onLearnt: (v: LearntVersion) => void
+  rejected = 0
+
+  constructor (libp2p: SwarmLibp2p, store: ImageStore, clusterId: string, onLearnt: (v: LearntVersion) => void) {
+    this.libp2p = libp2p
+    this.store = store
+    this.topic = `${ANNOUNCE_TOPIC}/${clusterId.slice(0, 16)}`
+    this.onLearnt = onLearnt
+  }
+
+  async start (): Promise<void> {
+    await this.libp2p.handle(HEADS_PROTOCOL, (stream, connection) => {
+      void (async () => {
+        try {
+          const theirs = await exchangeHeads(stream, await this.localHeads(), { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
+          await this.importHeads(theirs, connection.remotePeer.toString())
+        } catch (err) {
+          log.debug('heads exchange failed', { peer: connection.remotePeer.toString(), error: (err as Error).message })
+          stream.abort(err as Error)
+        }
+      })()
+    })
+    this.libp2p.addEventListener('peer:identify', this.onIdentify)
+    const pubsub = this.libp2p.services.pubsub
+    pubsub.topicValidators.set(this.topic, (peer, msg) => {
+      const check = checkAnnouncement(msg.data, this.store.trust.set)
+      if (!check.ok) {
+        this.rejected++
+        log.warn('rejected an announcement', { from: peer.toString(), error: check.error.message })
+        return TopicValidatorResult.Reject
+      }
+      return TopicValidatorResult.Accept
+    })
+    pubsub.addEventListener('message', this.onMessage)
+    pubsub.subscribe(this.topic)
+  }
+
+  async stop (): Promise<void> {
+    this.libp2p.removeEventListener('peer:identify', this.onIdentify)
+    const pubsub = this.libp2p.services.pubsub
+    pubsub.removeEventListener('message', this.onMessage)
+    pubsub.topicValidators.delete(this.topic)
+    await this.libp2p.unhandle(HEADS_PROTOCOL).catch(() => {})
+  }
+
+  private readonly onIdentify = (evt: CustomEvent<{ peerId: { toString: () => string }, protocols: string[] }>): void => {
+    const peer = evt.detail.peerId.toString()
+    if (!evt.detail.protocols.includes(HEADS_PROTOCOL)) return
+    // One exchange per pair of peers: the smaller id asks.
+    if (this.libp2p.peerId.toString() > peer) return
+    void this.syncWith(peer)
+  }
+
+  /** Exchanges heads with one peer now. */
+  async syncWith (peer: string): Promise<void> {
+    try {
+      const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), HEADS_PROTOCOL, { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
+      const theirs = await exchangeHeads(stream, await this.localHeads(), { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
+      await this.importHeads(theirs, peer)
+    } catch (err) {
+      log.debug('heads exchange failed', { peer, error: (err as Error).message })
+    }
+  }
+
+  async syncAll (): Promise<void> {
+    await Promise.all(this.libp2p.getPeers().map(async p => { await this.syncWith(p.toString()) }))
+  }
+
+  private async localHeads (): Promise<HeadsMessage> {
+    const heads: Head[] = []
+    for (const image of await this.store.refs.images()) {
+      const head = await this.store.refs.head(image)
+      if (head === null) continue
+      try {
+        heads.push({ image, number: head.number, cid: head.cid, version: await this.store.blocks.get(head.cid) })
+      } catch {}
+    }
+    return { heads }
+  }
+
+  private async importHeads (msg: HeadsMessage, from: string): Promise<void> {
+    for (const head of msg.heads) {
+      try {
+        verifyHead(head, this.store.trust.set)
+        await this.learn(head.version!, from, 'heads')
+      } catch (err) {
+        log.warn('ignored a head', { from, image: head.image, number: head.number, error: (err as Error).message })
+      }
+    }
+  }
+
+  private async learn (bytes: Uint8Array, from: string, via: 'heads' | 'gossip'): Promise<void> {
+    const decoded = decodeVersion(bytes)
+    const { image, number } = decoded.body
+    const known = await this.store.refs.get(image, number)
+    if (known !== null) {
+      const cid = versionCidOf(bytes)
+      if (known.toString() !== cid.toString()) log.warn('two different versions carry the same number; keeping the first', { image, number, kept: known.toString(), refused: cid.toString(), from })
+      return
+    }
+    const { cid, version } = await this.store.importVersion(bytes)
+    log.info('learnt version', { image, number, from, via })
+    this.onLearnt({ cid, version, from, via })
+  }
+
+  private readonly onMessage = (evt: CustomEvent<{ topic: string, data: Uint8Array, from?: { toString: () => string } }>): void => {
+    if (evt.detail.topic !== this.topic) return
+    const check = checkAnnouncement(evt.detail.data, this.store.trust.set)
+    if (!check.ok || check.announcement.version === undefined) return
+    const from = evt.detail.from?.toString() ?? 'unknown'
+    this.learn(check.announcement.version, from, 'gossip').catch((err: unknown) => {
+      log.warn('could not record an announced version', { from, error: (err as Error).message })
+    })
+  }
+
+  /** Announces a version to the swarm, with its delta against its parent. */
+  async announce (cid: CID, version: SignedVersion, delta: { newChunks: number, newBytes: number }): Promise<number> {
+    const key = await this.store.publisherKey()
+    const bytes = await this.store.blocks.get(cid)
+    const a = signAnnouncement({ image: version.body.image, number: version.body.number, cid, parents: version.body.parents, newChunks: delta.newChunks, newBytes: delta.newBytes, time: Date.now() }, key.privateKey, bytes)
+    const r = await this.libp2p.services.pubsub.publish(this.topic, encodeAnnouncement(a))
+    return r.recipients.length
+  }
+}
+

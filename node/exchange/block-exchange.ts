@@ -1,0 +1,360 @@
+/**
+ * The block exchange (`/imgmesh/blocks/1.0.0`) over long-lived libp2p streams. Each node opens
+ * one outbound stream per peer for its own requests (HAVE to ask what a peer holds of a
+ * version, WANT for many blocks at once, CANCEL) and serves the peer's requests on the inbound
+ * stream the peer opened (HAVE answers and updates, BLOCK, DONT_HAVE). Every received block is
+ * hashed against its CID before anyone sees it; a peer that sends a bad one is banned a while.
+ */
+import type { Connection, Stream } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { SwarmLibp2p } from '../swarm/libp2p-node.ts'
+import type { BlockStore } from '../store/block-store.ts'
+import { matchesCid } from '../store/cid.ts'
+import { BLOCKS_PROTOCOL, encode, packBlocks, readMessages, type Block, type BlocksMessage, type HaveSet } from '../../protocols/blocks/messages.ts'
+import { sendParts } from '../../protocols/blocks/frame.ts'
+import type { Bitfield } from '../fetch/bitfield.ts'
+import type { SuperSeed } from '../fetch/super-seed.ts'
+import { ImgmeshError } from '../errors.ts'
+import { createLogger } from '../logger.ts'
+
+const log = createLogger('exchange')
+/** Bytes of block data per BLOCK frame. */
+const FRAME_BYTES = 1024 * 1024
+/** How often a served peer hears about pieces we got since the last HAVE. */
+const HAVE_UPDATE_MS = 100
+
+/** What this node offers of one version: its piece list and which pieces it holds. */
+export interface Offer {
+  version: CID
+  pieces: CID[]
+  index: Map<string, number>
+  /** Complete, or the live bitfield of a download in progress. */
+  have: 'all' | Bitfield
+  /** Set while this node is the first holder of a brand-new version. */
+  superSeed?: SuperSeed
+}
+
+export interface HaveEvent { peer: string, version: CID, pieceCount: number, have: HaveSet }
+
+/** Resolves an offer for a version on demand (null: we hold nothing of it). */
+export type OfferSource = (version: CID) => Promise<Offer | null>
+
+interface Waiter { resolve: (peer: string, bytes: Uint8Array) => void, reject: (peer: string, missing: boolean) => void }
+
+export interface PeerTraffic { sent: number, received: number, blocksSent: number, blocksReceived: number }
+
+class ClientSession {
+  readonly peer: string
+  readonly stream: Stream
+  private nextId = 1
+  closed = false
+
+  constructor (peer: string, stream: Stream) { this.peer = peer; this.stream = stream }
+
+  async send (msg: BlocksMessage): Promise<void> {
+    if (this.closed) throw new ImgmeshError('EPROTOCOL', `session with ${this.peer} is closed`)
+    await sendParts(this.stream, encode(msg))
+  }
+
+  id (): number { this.nextId = (this.nextId + 1) % 0xffff_fff0; return this.nextId }
+}
+
+export class BlockExchange {
+  readonly libp2p: SwarmLibp2p
+  readonly store: BlockStore
+  private readonly offerSource: OfferSource
+  private readonly sessions = new Map<string, Promise<ClientSession>>()
+  private readonly waiters = new Map<string, Waiter>()
+  private readonly haveListeners = new Map<string, Set<(e: HaveEvent) => void>>()
+  private readonly banned = new Map<string, number>()
+  private readonly servedStreams = new Set<Stream>()
+  readonly traffic = new Map<string, PeerTraffic>()
+  /** Listeners told when a peer is gone (disconnected or banned). */
+  readonly peerGone = new Set<(peer: string) => void>()
+  bytesSent = 0
+  bytesReceived = 0
+  blocksServed = 0
+  blocksFetched = 0
+  badBlocks = 0
+  private started = false
+
+  constructor (libp2p: SwarmLibp2p, store: BlockStore, offerSource: OfferSource) {
+    this.libp2p = libp2p
+    this.store = store
+    this.offerSource = offerSource
+  }
+
+  async start (): Promise<void> {
+    await this.libp2p.handle(BLOCKS_PROTOCOL, (stream, connection) => { void this.serve(stream, connection) }, { maxInboundStreams: 8, maxOutboundStreams: 8 })
+    this.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
+    this.started = true
+  }
+
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
+    await this.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
+    for (const s of this.servedStreams) s.abort(new Error('stopping'))
+    for (const p of this.sessions.values()) void p.then(s => { s.closed = true; s.stream.abort(new Error('stopping')) }).catch(() => {})
+    this.sessions.clear()
+  }
+
+  private readonly onDisconnect = (evt: CustomEvent<{ toString: () => string }>): void => {
+    this.dropPeer(evt.detail.toString())
+  }
+
+  private dropPeer (peer: string): void {
+    const s = this.sessions.get(peer)
+    this.sessions.delete(peer)
+    if (s !== undefined) void s.then(x => { x.closed = true }).catch(() => {})
+    for (const fn of this.peerGone) fn(peer)
+  }
+
+  isBanned (peer: string): boolean {
+    const until = this.banned.get(peer)
+    if (until === undefined) return false
+    if (Date.now() > until) { this.banned.delete(peer); return false }
+    return true
+  }
+
+  /** Drops a peer that sent a corrupt block, and refuses it for a while. */
+  ban (peer: string, why: string, ms = 10 * 60_000): void {
+    log.warn('banning peer', { peer, why, minutes: ms / 60_000 })
+    this.banned.set(peer, Date.now() + ms)
+    this.dropPeer(peer)
+    void this.libp2p.hangUp(peerIdFromString(peer)).catch(() => {})
+  }
+
+  private count (peer: string): PeerTraffic {
+    let t = this.traffic.get(peer)
+    if (t === undefined) { t = { sent: 0, received: 0, blocksSent: 0, blocksReceived: 0 }; this.traffic.set(peer, t) }
+    return t
+  }
+
+  // ---------------------------------------------------------------- client side (our requests)
+
+  onHave (version: CID, fn: (e: HaveEvent) => void): () => void {
+    const key = version.toString()
+    let set = this.haveListeners.get(key)
+    if (set === undefined) { set = new Set(); this.haveListeners.set(key, set) }
+    set.add(fn)
+    return () => { set.delete(fn); if (set.size === 0) this.haveListeners.delete(key) }
+  }
+
+  private async session (peer: string): Promise<ClientSession> {
+    if (this.isBanned(peer)) throw new ImgmeshError('EPROTOCOL', `peer ${peer} is banned`)
+    let s = this.sessions.get(peer)
+    if (s === undefined) {
+      s = this.open(peer)
+      this.sessions.set(peer, s)
+      s.catch(() => { if (this.sessions.get(peer) === s) this.sessions.delete(peer) })
+    }
+    const session = await s
+    if (session.closed) { this.sessions.delete(peer); return await this.session(peer) }
+    return session
+  }
+
+  private async open (peer: string): Promise<ClientSession> {
+    const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), BLOCKS_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+    const session = new ClientSession(peer, stream)
+    void this.readClient(session)
+    return session
+  }
+
+  private async readClient (session: ClientSession): Promise<void> {
+    const { peer } = session
+    const traffic = this.count(peer)
+    try {
+      for await (const msg of readMessages(session.stream)) {
+        if (msg.type === 'have') {
+          for (const fn of this.haveListeners.get(msg.version.toString()) ?? []) fn({ peer, version: msg.version, pieceCount: msg.pieceCount, have: msg.have })
+        } else if (msg.type === 'block') {
+          for (const b of msg.blocks) {
+            traffic.received += b.bytes.length
+            this.bytesReceived += b.bytes.length
+            const key = b.cid.toString()
+            const waiter = this.waiters.get(key)
+            if (waiter === undefined) continue
+            if (!matchesCid(b.cid, b.bytes)) {
+              this.badBlocks++
+              waiter.reject(peer, false)
+              this.ban(peer, `sent a block that does not hash to ${key}`)
+              return
+            }
+            traffic.blocksReceived++
+            this.blocksFetched++
+            waiter.resolve(peer, b.bytes)
+          }
+        } else if (msg.type === 'dont-have') {
+          for (const c of msg.cids) this.waiters.get(c.toString())?.reject(peer, true)
+        }
+      }
+    } catch (err) {
+      log.debug('client stream ended', { peer, error: (err as Error).message })
+    } finally {
+      session.closed = true
+      if (this.sessions.has(peer)) this.dropPeer(peer)
+    }
+  }
+
+  /** Asks a peer what it holds of a version (the answer arrives through onHave). */
+  async askHave (peer: string, version: CID, pieceCount: number, mine: HaveSet): Promise<void> {
+    const s = await this.session(peer)
+    await s.send({ type: 'have', version, pieceCount, have: mine })
+  }
+
+  /**
+   * Registers what to do when a block arrives or is refused. One waiter per CID: requests of the
+   * same block from several peers (endgame) share it.
+   */
+  expect (cid: CID, waiter: Waiter): void { this.waiters.set(cid.toString(), waiter) }
+  unexpect (cid: CID): void { this.waiters.delete(cid.toString()) }
+
+  async want (peer: string, cids: CID[]): Promise<void> {
+    if (cids.length === 0) return
+    const s = await this.session(peer)
+    await s.send({ type: 'want', id: s.id(), cids })
+  }
+
+  async cancel (peer: string, cids: CID[]): Promise<void> {
+    if (cids.length === 0) return
+    const s = this.sessions.get(peer)
+    if (s === undefined) return
+    try { await (await s).send({ type: 'cancel', cids }) } catch {}
+  }
+
+  /** Fetches one block from the first of peers that has it (tree blocks, outside any piece list). */
+  async fetchOne (cid: CID, peers: string[], timeoutMs = 10_000): Promise<Uint8Array> {
+    const key = cid.toString()
+    for (const peer of peers) {
+      if (this.isBanned(peer)) continue
+      const got = await new Promise<Uint8Array | null>((resolve) => {
+        const timer = setTimeout(() => { done(null) }, timeoutMs)
+        const done = (v: Uint8Array | null): void => { clearTimeout(timer); if (this.waiters.get(key) === waiter) this.waiters.delete(key); resolve(v) }
+        const waiter: Waiter = { resolve: (_p, bytes) => { done(bytes) }, reject: (p) => { if (p === peer) done(null) } }
+        this.waiters.set(key, waiter)
+        this.want(peer, [cid]).catch(() => { done(null) })
+      })
+      if (got !== null) {
+        await this.store.putVerified(cid, got)
+        return got
+      }
+    }
+    throw new ImgmeshError('ENOBLOCK', `no peer could send block ${key} (asked ${peers.length})`)
+  }
+
+  // ---------------------------------------------------------------- server side (their requests)
+
+  private async serve (stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    if (this.isBanned(peer)) { stream.abort(new Error('banned')); return }
+    this.servedStreams.add(stream)
+    const traffic = this.count(peer)
+    const queue: CID[] = []
+    const cancelled = new Set<string>()
+    const watching = new Map<string, { offer: Offer, sentCount: number }>()
+    const waker: { wake: (() => void) | null } = { wake: null }
+    let ended = false
+    const send = async (msg: BlocksMessage): Promise<void> => { await sendParts(stream, encode(msg)) }
+    const haveOf = (offer: Offer): HaveSet => {
+      if (offer.superSeed !== undefined && !offer.superSeed.finished) return { kind: 'bitmap', bitmap: offer.superSeed.offer(peer).bytes }
+      if (offer.have === 'all') return { kind: 'all' }
+      return { kind: 'bitmap', bitmap: offer.have.bytes }
+    }
+    // A super-seeded offer grows as pieces go out; a download's bitfield as pieces come in.
+    const countOf = (offer: Offer): number => {
+      if (offer.superSeed !== undefined && !offer.superSeed.finished) return offer.superSeed.offer(peer).cardinality
+      return offer.have === 'all' ? offer.pieces.length : offer.have.cardinality
+    }
+    // Tell watchers about pieces we got since the last update.
+    const updater = setInterval(() => {
+      for (const w of watching.values()) {
+        const count = countOf(w.offer)
+        if (count === w.sentCount) continue
+        w.sentCount = count
+        send({ type: 'have', version: w.offer.version, pieceCount: w.offer.pieces.length, have: haveOf(w.offer) }).catch(() => {})
+      }
+    }, HAVE_UPDATE_MS)
+
+    const worker = async (): Promise<void> => {
+      while (!ended) {
+        if (queue.length === 0) { await new Promise<void>(resolve => { waker.wake = resolve }); waker.wake = null; continue }
+        const batch: Block[] = []
+        const missing: CID[] = []
+        let bytes = 0
+        while (queue.length > 0 && bytes < FRAME_BYTES) {
+          const cid = queue.shift()!
+          const key = cid.toString()
+          if (cancelled.delete(key)) continue
+          if (!this.allowedBySuperSeed(peer, key, watching)) { missing.push(cid); continue }
+          try {
+            const data = await this.store.get(cid)
+            batch.push({ cid, bytes: data })
+            bytes += data.length
+          } catch {
+            missing.push(cid)
+          }
+        }
+        if (missing.length > 0) await send({ type: 'dont-have', id: 0, cids: missing })
+        for (const msg of packBlocks(batch, 0, FRAME_BYTES + 64 * 1024)) {
+          await send(msg)
+          for (const b of msg.blocks) {
+            traffic.sent += b.bytes.length
+            traffic.blocksSent++
+            this.bytesSent += b.bytes.length
+            this.blocksServed++
+            this.noteSent(peer, b.cid.toString(), watching)
+          }
+        }
+      }
+    }
+    const working = worker().catch((err: unknown) => { log.debug('serving stopped', { peer, error: (err as Error).message }) })
+    try {
+      for await (const msg of readMessages(stream)) {
+        if (msg.type === 'have') {
+          const offer = await this.offerSource(msg.version)
+          if (offer === null) {
+            await send({ type: 'have', version: msg.version, pieceCount: msg.pieceCount, have: { kind: 'indexes', indexes: [] } })
+            continue
+          }
+          const have = haveOf(offer)
+          watching.set(msg.version.toString(), { offer, sentCount: countOf(offer) })
+          await send({ type: 'have', version: msg.version, pieceCount: offer.pieces.length, have })
+        } else if (msg.type === 'want') {
+          for (const c of msg.cids) { cancelled.delete(c.toString()); queue.push(c) }
+          waker.wake?.()
+        } else if (msg.type === 'cancel') {
+          for (const c of msg.cids) cancelled.add(c.toString())
+        }
+      }
+    } catch (err) {
+      log.debug('peer stream failed', { peer, error: (err as Error).message })
+    } finally {
+      ended = true
+      clearInterval(updater)
+      waker.wake?.()
+      await working
+      this.servedStreams.delete(stream)
+      stream.abort(new Error('closed'))
+    }
+  }
+
+  private allowedBySuperSeed (peer: string, key: string, watching: Map<string, { offer: Offer }>): boolean {
+    for (const { offer } of watching.values()) {
+      if (offer.superSeed === undefined || offer.superSeed.finished) continue
+      const i = offer.index.get(key)
+      if (i !== undefined && !offer.superSeed.allowed(peer, i)) return false
+    }
+    return true
+  }
+
+  private noteSent (peer: string, key: string, watching: Map<string, { offer: Offer }>): void {
+    for (const { offer } of watching.values()) {
+      if (offer.superSeed === undefined) continue
+      const i = offer.index.get(key)
+      if (i !== undefined) offer.superSeed.sent(peer, i)
+    }
+  }
+}

@@ -51,7 +51,7 @@ function niceStep (span: number, target: number): number {
 }
 
 function num (x: number): string {
-  return Number.isInteger(x) ? String(x) : x.toFixed(Math.abs(x) < 1 ? 2 : 1)
+  return String(Number(x.toFixed(2)))
 }
 
 export function lineChart (spec: ChartSpec): string {
@@ -60,7 +60,7 @@ export function lineChart (spec: ChartSpec): string {
   const m = { l: 70, r: 180, t: 40, b: 55 }
   const pw = W - m.l - m.r
   const ph = H - m.t - m.b
-  const allX = spec.series.flatMap(s => s.xs).filter(Number.isFinite)
+  const allX = spec.series.flatMap(s => s.xs).filter(x => Number.isFinite(x) && (spec.xMin === undefined || x >= spec.xMin))
   const allY = spec.series.flatMap(s => s.ys).filter(Number.isFinite).concat((spec.hlines ?? []).map(h => h.y))
   const xMin = spec.xMin ?? Math.min(0, ...allX)
   let xMax = allX.length > 0 ? Math.max(...allX) : 1
@@ -97,7 +97,7 @@ export function lineChart (spec: ChartSpec): string {
   for (const s of spec.series) {
     const pts: string[] = []
     for (let i = 0; i < s.xs.length && i < s.ys.length; i++) {
-      if (Number.isFinite(s.xs[i]) && Number.isFinite(s.ys[i])) pts.push(`${X(s.xs[i]).toFixed(1)},${Y(Math.min(s.ys[i], yMax)).toFixed(1)}`)
+      if (Number.isFinite(s.xs[i]) && Number.isFinite(s.ys[i]) && s.xs[i] >= xMin && s.xs[i] <= xMax) pts.push(`${X(s.xs[i]).toFixed(1)},${Y(Math.min(s.ys[i], yMax)).toFixed(1)}`)
     }
     if (pts.length === 0) continue
     out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="${s.width ?? 1.2}"${s.dash !== undefined ? ` stroke-dasharray="${s.dash}"` : ''} points="${pts.join(' ')}"/>`)

@@ -17,7 +17,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createSwarmNode, type ClusterGate, type SwarmNode } from '../node/swarm/libp2p-node.ts'
 import { generatePeerKey } from '../node/swarm/peer-key.ts'
 import { generateClusterKey } from '../node/swarm/cluster-key.ts'
-import { MIB, libp2pTransfer, mbps, median, rssMiB, spawnChild, withTimeout, type Child } from './bench-transfer.ts'
+import { MIB, libp2pTransfer, machineLine, mbps, median, rssMiB, spawnChild, withTimeout, type Child } from './bench-transfer.ts'
 
 const GATES: ClusterGate[] = ['prologue', 'pnet']
 
@@ -145,6 +145,7 @@ async function main (): Promise<void> {
   const dials = Number(values.dials)
   if (!(bytes > 0) || !(runs > 0) || !(dials > 0)) throw new Error('bad arguments')
   console.log(`bench-handshake: ${values.mib} MiB transfers, ${runs} runs, ${dials} dials per run, loopback, Node ${process.version}`)
+  console.log(`  ${machineLine()}`)
   for (const r of await measureGates(bytes, runs, dials)) {
     const gate = r.gate
     console.log(`(${gate === 'prologue' ? 'a' : 'b'}) ${gate}`)
@@ -156,6 +157,7 @@ async function main (): Promise<void> {
   }
   console.log('mixed gates:')
   for (const line of await crossGate()) console.log(line)
+  console.log(`  after: ${machineLine()}`)
 }
 
 main().then(() => { process.exit(0) }, (err: unknown) => { process.stderr.write(`bench-handshake failed: ${(err as Error).stack ?? String(err)}\n`); process.exit(1) })

@@ -20,6 +20,7 @@ import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { cpus, loadavg } from 'node:os'
 import { createInterface } from 'node:readline'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
@@ -60,6 +61,12 @@ export async function withTimeout<T> (what: string, ms: number, p: Promise<T>): 
   } finally {
     clearTimeout(timer)
   }
+}
+
+/** One line describing the machine and its load: figures taken under load are not comparable. */
+export function machineLine (): string {
+  const [l1, l5] = loadavg()
+  return `${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${l1.toFixed(2)} / ${l5.toFixed(2)} (1 / 5 min)`
 }
 
 /** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
@@ -362,6 +369,7 @@ async function main (): Promise<void> {
   const methods: Method[] = [tcpMethod(chunk), libp2pMethod(chunk)]
 
   console.log(`bench-transfer: ${values.mib} MiB per run, ${runs} runs, ${values['chunk-kib']} KiB writes, loopback, Node ${process.version}`)
+  console.log(`  ${machineLine()}`)
   const results: MethodResult[] = []
   for (const m of methods) {
     const r = await measure(m, bytes, runs)
@@ -370,6 +378,7 @@ async function main (): Promise<void> {
     console.log(`    CPU per GB: sender ${r.senderCpuPerGB.toFixed(2)} s, receiver ${r.receiverCpuPerGB.toFixed(2)} s`)
     for (const n of r.notes) console.log(`    ${n}`)
   }
+  console.log(`  after: ${machineLine()}`)
   const base = results.find(r => r.name.startsWith('raw libp2p'))
   const tcpR = results.find(r => r.name.startsWith('raw TCP'))
   if (base !== undefined && tcpR !== undefined) {

@@ -196,3 +196,16 @@ test('lanPeerInfoMapper keeps loopback and private TCP addresses, drops unspecif
   })
   assert.deepEqual(mapped.multiaddrs.map(String), ['/ip4/127.0.0.1/tcp/1', '/ip4/10.1.2.3/tcp/2', '/ip4/192.168.1.9/tcp/3', '/ip6/::1/tcp/5', '/ip4/8.8.8.8/tcp/7'])
 })
+
+// mDNS multicasts on every real interface: run only when asked (IMGMESH_TEST_MDNS=1).
+test('mDNS: two nodes with the same key find and dial each other', { skip: process.env.IMGMESH_TEST_MDNS !== '1' && 'mDNS multicasts on real interfaces; set IMGMESH_TEST_MDNS=1 to run' }, async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key, { mdns: { interval: 500 } }); nodes.push(a)
+    const b = await node(key, { mdns: { interval: 500 } }); nodes.push(b)
+    await waitFor('mDNS discovery and dial', () => a.libp2p.getConnections(b.peerId).length > 0, 10_000)
+  } finally {
+    await stopAll(nodes)
+  }
+})

@@ -61,6 +61,7 @@ export class Agent {
   private readonly providers = new Set<string>()
   readonly startedAt = Date.now()
   maxInFlight = 32
+  private trustTimer: NodeJS.Timeout | undefined
 
   private constructor (store: ImageStore, identity: NodeIdentity, swarm: SwarmNode) {
     this.store = store
@@ -86,6 +87,9 @@ export class Agent {
       await agent.exchange.start()
       await agent.versions.start()
       agent.control = await startControlServer(opts.dataDir, agent.handlers(), opts.api)
+      // `imgmesh keys trust|untrust` edits the file; the running agent follows it.
+      agent.trustTimer = setInterval(() => { store.trust.refresh().catch(() => {}) }, 2000)
+      agent.trustTimer.unref()
     } catch (err) {
       await agent.stop()
       throw err
@@ -94,6 +98,7 @@ export class Agent {
   }
 
   async stop (): Promise<void> {
+    if (this.trustTimer !== undefined) clearInterval(this.trustTimer)
     for (const f of this.fetchers.values()) void f.then(x => { x.stop() }).catch(() => {})
     await this.control?.close()
     await this.versions.stop().catch(() => {})

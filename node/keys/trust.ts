@@ -1,5 +1,5 @@
 /** Trusted publishers: the ed25519 public keys whose signed versions this node accepts from others. */
-import { readFile, writeFile, rename, mkdir } from 'node:fs/promises'
+import { readFile, writeFile, rename, mkdir, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { isErrno, ImgmeshError } from '../errors.ts'
 
@@ -28,6 +28,15 @@ export class TrustList {
       throw new ImgmeshError('EBADARG', `trust list ${this.file} is unreadable: ${(err as Error).message}`, { cause: err })
     }
     return this
+  }
+
+  private loadedMtime = -1
+
+  /** Reloads the list if its file changed since it was read (another process trusted a key). */
+  async refresh (): Promise<void> {
+    let mtime: number
+    try { mtime = (await stat(this.file)).mtimeMs } catch { mtime = 0 }
+    if (mtime !== this.loadedMtime) { await this.load(); this.loadedMtime = mtime }
   }
 
   has (key: string): boolean { return this.keys.has(key) }

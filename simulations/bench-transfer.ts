@@ -27,6 +27,7 @@ import type { Stream } from '@libp2p/interface'
 import { createSwarmNode, type ClusterGate, type SwarmNode } from '../node/swarm/libp2p-node.ts'
 import { generatePeerKey } from '../node/swarm/peer-key.ts'
 import { generateClusterKey } from '../node/swarm/cluster-key.ts'
+import { streamSource, waitForDrain } from '../protocols/blocks/frame.ts'
 
 export const MIB = 1024 * 1024
 const BENCH_PROTOCOL = '/imgmesh/bench/1.0.0'
@@ -171,7 +172,7 @@ async function childLibp2pSink (): Promise<SwarmNode> {
   await node.libp2p.handle(BENCH_PROTOCOL, async (stream: Stream) => {
     const sink = new Sink()
     try {
-      for await (const chunk of stream) {
+      for await (const chunk of streamSource(stream)) {
         const bufs = chunk instanceof Uint8Array ? [chunk] : [...chunk]
         let done = false
         for (const b of bufs) done = sink.push(b) || done
@@ -234,7 +235,7 @@ export async function libp2pTransfer (node: SwarmNode, addr: string, total: numb
   const ma = multiaddr(addr)
   const stream = await node.libp2p.dialProtocol(ma, BENCH_PROTOCOL, { signal: AbortSignal.timeout(30_000) })
   const acked = (async () => {
-    for await (const _c of stream) return true
+    for await (const _c of streamSource(stream)) return true
     return false
   })()
   const t0 = performance.now()
@@ -243,7 +244,9 @@ export async function libp2pTransfer (node: SwarmNode, addr: string, total: numb
   while (sent < total) {
     const n = Math.min(chunk, total - sent)
     const off = sent % (SOURCE.length - chunk)
-    if (!stream.send(SOURCE.subarray(off, off + n))) await stream.onDrain({ signal: AbortSignal.timeout(STEP_TIMEOUT_MS) })
+    // not stream.onDrain(): it stops waiting after the first drain (see protocols/blocks/frame.ts)
+    stream.send(SOURCE.subarray(off, off + n))
+    await waitForDrain(stream, { signal: AbortSignal.timeout(STEP_TIMEOUT_MS) })
     sent += n
   }
   const ok = await withTimeout('libp2p ack', STEP_TIMEOUT_MS, acked)

@@ -250,3 +250,19 @@ test('over a libp2p message stream: many messages with 256 KiB blocks, then garb
   await o2.close()
   await assert.rejects(bad, isProtocolError)
 })
+
+test('reading ends when the remote closed its write end before reading began', async () => {
+  const [a, b] = await streamPair()
+  await writeMessage(a, samples[4])
+  await writeMessage(a, samples[8])
+  await a.close()
+  await new Promise(resolve => setTimeout(resolve, 50))
+  const got: BlocksMessage[] = []
+  const keepAlive = setTimeout(() => {}, 5000) // holds the event loop if reading were to hang
+  try {
+    for await (const m of readMessages(b)) got.push(m)
+  } finally {
+    clearTimeout(keepAlive)
+  }
+  assert.deepEqual(got.map(normalize), [normalize(samples[4]), normalize(samples[8])])
+})

@@ -9,6 +9,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { generateClusterKey } from '../node/swarm/cluster-key.ts'
 import { generatePeerKey, peerIdOf } from '../node/swarm/peer-key.ts'
 import { createSwarmNode, lanPeerInfoMapper, DHT_PROTOCOL, type SwarmNode, type SwarmNodeOptions } from '../node/swarm/libp2p-node.ts'
+import { BLOCKS_PROTOCOL, readMessages, writeMessage } from '../protocols/blocks/messages.ts'
+import type { Stream } from '@libp2p/interface'
 
 const LOOPBACK = ['/ip4/127.0.0.1/tcp/0']
 
@@ -195,6 +197,45 @@ test('lanPeerInfoMapper keeps loopback and private TCP addresses, drops unspecif
     multiaddrs: ['/ip4/127.0.0.1/tcp/1', '/ip4/10.1.2.3/tcp/2', '/ip4/192.168.1.9/tcp/3', '/ip4/0.0.0.0/tcp/4', '/ip6/::1/tcp/5', '/ip6/::/tcp/6', '/ip4/8.8.8.8/tcp/7', '/ip4/10.0.0.1/udp/8'].map(a => multiaddr(a))
   })
   assert.deepEqual(mapped.multiaddrs.map(String), ['/ip4/127.0.0.1/tcp/1', '/ip4/10.1.2.3/tcp/2', '/ip4/192.168.1.9/tcp/3', '/ip6/::1/tcp/5', '/ip4/8.8.8.8/tcp/7'])
+})
+
+test('block exchange over yamux: a slow reader holds the sender back', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key); nodes.push(a)
+    const b = await node(key); nodes.push(b)
+    const block = new Uint8Array(256 * 1024)
+    const total = 256 // 64 MiB in 256 KiB blocks, 4 per message
+    let consumed = 0
+    const done = new Promise<void>((resolve, reject) => {
+      void b.libp2p.handle(BLOCKS_PROTOCOL, async (stream: Stream) => {
+        try {
+          for await (const m of readMessages(stream)) {
+            if (m.type === 'block') consumed += m.blocks.length
+            await new Promise(resolve => setTimeout(resolve, 4)) // a slow disk
+          }
+          resolve()
+        } catch (err) { reject(err as Error) }
+      })
+    })
+    const stream = await a.libp2p.dialProtocol(b.multiaddrs()[0], BLOCKS_PROTOCOL, { signal: deadline(5000) })
+    let sent = 0
+    let maxAhead = 0
+    for (let i = 0; i < total; i += 4) {
+      await writeMessage(stream, { type: 'block', id: i, blocks: [0, 1, 2, 3].map(() => ({ cid: CID.createV1(0x55, Digest.create(0x12, new Uint8Array(randomBytes(32)))), bytes: block })) }, { signal: deadline(20_000) })
+      sent += 4
+      maxAhead = Math.max(maxAhead, sent - consumed)
+    }
+    await stream.close()
+    await Promise.race([done, new Promise((_resolve, reject) => setTimeout(() => { reject(new Error('reader did not finish in 20 s')) }, 20_000).unref())])
+    assert.equal(consumed, total)
+    process.stderr.write(`# writer ran at most ${maxAhead / 4} MiB ahead of the reader\n`)
+    // reader queue (8 MiB) + yamux window (<= 16 MiB) + socket buffers
+    assert.ok(maxAhead / 4 < 40, `writer ran ${maxAhead / 4} MiB ahead`)
+  } finally {
+    await stopAll(nodes)
+  }
 })
 
 // mDNS multicasts on every real interface: run only when asked (IMGMESH_TEST_MDNS=1).

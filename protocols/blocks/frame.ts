@@ -9,7 +9,7 @@
  * sliced out without joining the whole frame first.
  */
 import { Uint8ArrayList } from 'uint8arraylist'
-import type { AbortOptions, MessageStream } from '@libp2p/interface'
+import type { AbortOptions, MessageStream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { ImgmeshError } from '../../node/errors.ts'
 
 /** Largest varint accepted: 8 bytes, 56 bits; values above 2^53 - 1 are refused anyway. */
@@ -180,10 +180,89 @@ export class FrameDecoder {
   }
 }
 
-/** Reads frame bodies from a message stream (or any chunk source) until it ends. */
-export async function * readFrames (source: AsyncIterable<Uint8Array | Uint8ArrayList>, maxFrameSize: number): AsyncGenerator<Uint8ArrayList> {
+/** Bytes queued unread before the stream is paused (the remote then stops getting window). */
+export const READ_HIGH_WATER_MARK = 8 * 1024 * 1024
+/**
+ * Paused streams keep receiving what the remote may still send within its yamux window (up to
+ * 16 MiB); the read buffer limit must exceed that, or the stream is reset.
+ */
+const PAUSED_READ_BUFFER = 32 * 1024 * 1024
+
+function isMessageStream (s: unknown): s is MessageStream {
+  return typeof s === 'object' && s !== null && typeof (s as MessageStream).addEventListener === 'function' &&
+    typeof (s as MessageStream).pause === 'function' && typeof (s as MessageStream).send === 'function'
+}
+
+/**
+ * The chunks a libp2p 3 message stream receives, until its remote end closes (returns) or the
+ * stream fails (throws its error). Unlike iterating the stream directly, it also ends when the
+ * remote closed its write end before reading began (the built-in iterator waits forever for a
+ * 'remoteCloseWrite' event that already fired), and it pauses the stream while more than
+ * `highWaterMark` bytes wait unread, so a slow consumer holds back the sender.
+ */
+export async function * streamSource (stream: MessageStream, highWaterMark = READ_HIGH_WATER_MARK): AsyncGenerator<Uint8Array | Uint8ArrayList> {
+  const queue: Array<Uint8Array | Uint8ArrayList> = []
+  let queued = 0
+  let ended = false
+  let failure: Error | undefined
+  let paused = false
+  let wake: (() => void) | null = null
+  const notify = (): void => { const w = wake; wake = null; w?.() }
+  const resume = (): void => {
+    if (!paused) return
+    paused = false
+    try { stream.resume() } catch { /* the stream is closing: nothing more will come */ }
+  }
+  const onMessage = (evt: StreamMessageEvent): void => {
+    queue.push(evt.data)
+    queued += evt.data.byteLength
+    if (queued > highWaterMark && !paused && !ended) {
+      paused = true
+      stream.pause()
+    }
+    notify()
+  }
+  const onEnd = (): void => { ended = true; notify() }
+  const onClose = (evt: StreamCloseEvent): void => {
+    if (evt.error !== undefined) failure = evt.error
+    ended = true
+    notify()
+  }
+  if (stream.maxReadBufferLength < PAUSED_READ_BUFFER) stream.maxReadBufferLength = PAUSED_READ_BUFFER
+  stream.addEventListener('message', onMessage)
+  stream.addEventListener('end', onEnd)
+  stream.addEventListener('close', onClose)
+  if (stream.readableEnded || stream.status === 'closed') ended = true
+  if (stream.status === 'aborted' || stream.status === 'reset') failure = protocolError(`stream was ${stream.status}`)
+  try {
+    for (;;) {
+      const chunk = queue.shift()
+      if (chunk !== undefined) {
+        queued -= chunk.byteLength
+        if (queued <= highWaterMark / 2) resume()
+        yield chunk
+        continue
+      }
+      if (failure !== undefined) throw failure
+      if (ended) return
+      await new Promise<void>(resolve => { wake = resolve })
+    }
+  } finally {
+    stream.removeEventListener('message', onMessage)
+    stream.removeEventListener('end', onEnd)
+    stream.removeEventListener('close', onClose)
+    resume()
+  }
+}
+
+/**
+ * Reads frame bodies from a message stream (through `streamSource`) or any chunk source until
+ * it ends; EPROTOCOL on a bad, oversized or truncated frame.
+ */
+export async function * readFrames (source: MessageStream | AsyncIterable<Uint8Array | Uint8ArrayList>, maxFrameSize: number): AsyncGenerator<Uint8ArrayList> {
   const decoder = new FrameDecoder(maxFrameSize)
-  for await (const chunk of source) {
+  const chunks = isMessageStream(source) ? streamSource(source) : source
+  for await (const chunk of chunks) {
     for (const frame of decoder.push(chunk)) yield frame
   }
   decoder.end()
@@ -196,11 +275,54 @@ export function framed (body: Uint8Array[]): Uint8Array[] {
   return [encodeVarint(length), ...body]
 }
 
+/** Bytes a writer may leave queued in a stream before `waitForDrain` makes it wait. */
+export const WRITE_HIGH_WATER_MARK = 1024 * 1024
+const DRAIN_POLL_MS = 250
+
 /**
- * Sends already-framed parts as one write and waits for the stream to drain when its buffer
- * is full (libp2p 3 streams: `send()` returns false, then `onDrain()`).
+ * Resolves once the stream can take more data: its transport is not full and at most
+ * `highWaterMark` bytes wait in its write buffer. Rejects if the stream closes or the signal
+ * fires.
+ *
+ * Use this instead of `stream.onDrain()`: in @libp2p/utils 7.4 `onDrain()` keeps the promise
+ * of the first drain, so after one drain it resolves at once forever and a writer that
+ * trusts it queues everything it has in memory (no backpressure at all).
+ */
+export async function waitForDrain (stream: MessageStream, options?: AbortOptions, highWaterMark = WRITE_HIGH_WATER_MARK): Promise<void> {
+  const ready = (): boolean => !stream.writableNeedsDrain && stream.writeBufferLength <= highWaterMark
+  if (ready()) return
+  const signal = options?.signal
+  signal?.throwIfAborted()
+  await new Promise<void>((resolve, reject) => {
+    const cleanup = (): void => {
+      clearInterval(poll)
+      stream.removeEventListener('drain', onDrain)
+      stream.removeEventListener('idle', check)
+      stream.removeEventListener('close', onClose)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const check = (): void => {
+      if (stream.status !== 'open') { onClose(); return }
+      if (ready()) { cleanup(); resolve() }
+    }
+    const onClose = (): void => { cleanup(); reject(new ImgmeshError('EABORTED', `stream ${stream.status} while waiting to write`)) }
+    const onAbort = (): void => { cleanup(); reject(signal?.reason instanceof Error ? signal.reason : new ImgmeshError('EABORTED', 'write aborted')) }
+    // 'drain' runs before the stream re-processes its queue (in a microtask): check after it
+    const onDrain = (): void => { queueMicrotask(check) }
+    // a safety net against a missed event; bounded by the caller's signal
+    const poll = setInterval(check, DRAIN_POLL_MS)
+    stream.addEventListener('drain', onDrain)
+    stream.addEventListener('idle', check)
+    stream.addEventListener('close', onClose)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/**
+ * Sends already-framed parts as one write, then waits while the stream's buffer is full
+ * (`waitForDrain`). The parts are not copied here.
  */
 export async function sendParts (stream: MessageStream, parts: Uint8Array[], options?: AbortOptions): Promise<void> {
-  const list = new Uint8ArrayList(...parts)
-  if (!stream.send(list)) await stream.onDrain(options)
+  stream.send(new Uint8ArrayList(...parts))
+  await waitForDrain(stream, options)
 }

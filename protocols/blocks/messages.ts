@@ -329,7 +329,7 @@ export class BlocksDecoder {
 }
 
 /** Yields the messages read from a stream until its remote end closes; throws EPROTOCOL on garbage. */
-export async function * readMessages (source: AsyncIterable<Uint8Array | Uint8ArrayList>, maxFrameSize = MAX_FRAME_SIZE): AsyncGenerator<BlocksMessage> {
+export async function * readMessages (source: MessageStream | AsyncIterable<Uint8Array | Uint8ArrayList>, maxFrameSize = MAX_FRAME_SIZE): AsyncGenerator<BlocksMessage> {
   for await (const frame of readFrames(source, maxFrameSize)) yield decodeMessage(frame)
 }
 

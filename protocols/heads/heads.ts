@@ -16,7 +16,7 @@ import * as Digest from 'multiformats/hashes/digest'
 import { createHash } from 'node:crypto'
 import type { AbortOptions, MessageStream } from '@libp2p/interface'
 import { ImgmeshError } from '../../node/errors.ts'
-import { FrameDecoder, framed, protocolError, sendParts } from '../blocks/frame.ts'
+import { FrameDecoder, framed, protocolError, sendParts, streamSource } from '../blocks/frame.ts'
 import { MAX_VERSION_BLOCK, decodeVersion, isValidImageName, type SignedVersion } from '../version.ts'
 
 export const HEADS_PROTOCOL = '/imgmesh/heads/1.0.0'
@@ -146,7 +146,7 @@ export async function readHeads (stream: MessageStream, options?: AbortOptions):
   signal?.addEventListener('abort', onAbort, { once: true })
   try {
     const decoder = new FrameDecoder(MAX_HEADS_FRAME)
-    for await (const chunk of stream) {
+    for await (const chunk of streamSource(stream)) {
       const [frame] = decoder.push(chunk)
       if (frame !== undefined) return decodeHeads(frame.subarray())
     }

@@ -378,6 +378,42 @@ export function destroyTestbed (tb: Testbed): void {
   for (const ns of names.reverse()) deleteNamespace(ns)
 }
 
+export interface DropCounters {
+  /** packets dropped by the htb qdiscs (both ends of every link) */
+  qdiscDrops: number
+  /** UDP datagrams dropped because a receiving socket's buffer was full (all hosts) */
+  udpRcvbufErrors: number
+}
+
+function sumQdiscDrops (text: string): number {
+  let n = 0
+  // one "qdisc htb 1: root ..." header per device, followed by " Sent ... (dropped N, ...)"
+  const re = /qdisc htb 1: root[^\n]*\n\s*Sent \d+ bytes \d+ pkt \(dropped (\d+)/g
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) n += Number(m[1])
+  return n
+}
+
+/** Cumulative drop counters of the whole testbed (diff two readings to get one run's). */
+export function readDrops (tb: Testbed): DropCounters {
+  let qdiscDrops = 0
+  let udpRcvbufErrors = 0
+  try { qdiscDrops += sumQdiscDrops(run('tc', ['-n', tb.switchNs, '-s', 'qdisc', 'show'])) } catch { /* ignore */ }
+  for (const h of tb.hosts) {
+    try {
+      const out = nsRun(h.ns, 'sh', ['-c', 'tc -s qdisc show; cat /proc/net/snmp'])
+      qdiscDrops += sumQdiscDrops(out)
+      const lines = out.split('\n').filter(l => l.startsWith('Udp:'))
+      if (lines.length >= 2) {
+        const keys = lines[0].split(/\s+/)
+        const vals = lines[1].split(/\s+/)
+        const i = keys.indexOf('RcvbufErrors')
+        if (i > 0) udpRcvbufErrors += Number(vals[i])
+      }
+    } catch { /* ignore */ }
+  }
+  return { qdiscDrops, udpRcvbufErrors }
+}
+
 /** A command's result, run inside a host namespace (for short probes). */
 export function nsProbe (ns: string, cmd: string, args: string[], timeoutMs = 5000): { ok: boolean, out: string } {
   const r = spawnSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8', timeout: timeoutMs })

@@ -11,7 +11,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
   cleanupNow, createTestbed, destroyTestbed, installCleanupHandlers, listNamespaces, onCleanup,
-  parseRate, requireRoot, spawnProc, stopAll, stopProc, sweepNamespace, run as runSync
+  parseRate, readDrops, requireRoot, spawnProc, stopAll, stopProc, sweepNamespace, run as runSync
 } from './netns.ts'
 import type { Proc, Rate, Testbed } from './netns.ts'
 import { CpuGroup } from './cpu.ts'
@@ -170,7 +170,7 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
     n, transport: t.name, status: 'failed', reason: '', clients: [], finished: 0, verified: 0,
     tS: null, tRecvS: null, meanS: null, tMinS, ratio: null, ratioRecv: null, setupS: 0,
     imageBytes: image.bytes, tarBytes: t.needsTar ? image.tarBytes : null, serverUpF: null, clientDownF: null,
-    cpuServerS: null, cpuClientsS: null, notes: [], series: null, rate: o.rateText, rateBps: o.rate.bps
+    cpuServerS: null, cpuClientsS: null, qdiscDrops: null, udpRcvbufErrors: null, notes: [], series: null, rate: o.rateText, rateBps: o.rate.bps
   }
   const missing = t.tools.filter(x => !haveTool(x))
   if (missing.length > 0) {
@@ -209,6 +209,7 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
     spawn,
     stopAll: stopMine
   }
+  const dropsBefore = readDrops(tb)
   log(`N=${n} ${t.name}: start (T_min ${tMinS.toFixed(2)} s, budget ${budgetS} s)`)
   let result: TransportResult | null = null
   try {
@@ -221,6 +222,9 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
     await stopMine()
     await new Promise(resolve => setTimeout(resolve, 2 * o.intervalMs))
     await stopProc(sampler)
+    const dropsAfter = readDrops(tb)
+    row.qdiscDrops = dropsAfter.qdiscDrops - dropsBefore.qdiscDrops
+    row.udpRcvbufErrors = dropsAfter.udpRcvbufErrors - dropsBefore.udpRcvbufErrors
     for (const h of tb.hosts) {
       const left = sweepNamespace(h.ns)
       if (left.length > 0) row.notes.push(`${left.length} leftover process(es) in ${h.name} stopped by pid`)
@@ -332,6 +336,7 @@ function writeOutputs (o: Options, image: PreparedImage, rows: TransportRow[], a
     '',
     'T = last client finished (files on disk); recv = last client had the data (tar transports: before unpacking).',
     'h0 up/F and down/F: layer-2 bytes from the switch counters over the image size.',
+    'drops: packets dropped by the htb shapers plus UDP receive-buffer overflows during the run.',
     '',
     '```',
     table(rows),

@@ -5,6 +5,7 @@ import { initNode, loadIdentity } from '../../node/agent/node-identity.ts'
 import { Agent } from '../../node/agent/agent.ts'
 import { ControlClient } from '../../node/control/control-api.ts'
 import { emit, formatBytes } from '../output.ts'
+import { ImgmeshError } from '../../node/errors.ts'
 import type { GlobalArgs } from '../imgmesh.ts'
 
 interface StatusJson {
@@ -16,6 +17,14 @@ interface StatusJson {
   versions: Array<{ image: string, number: number, cid: string, percent: number, complete: boolean }>
   deploys: Array<{ target: string, image: string, version: number, state: string, bytes: number, totalBytes: number, rate: number, peers: number, error?: string }>
   traffic: { sent: number, received: number }
+}
+
+/** 50M → 52428800; plain numbers are bytes. */
+export function parseSize (text: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)i?[bB]?$/.exec(text.trim())
+  if (m === null) throw new ImgmeshError('EBADARG', `not a size: ${text}`)
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g']
+  return Math.round(Number(m[1]) * mult)
 }
 
 export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -55,9 +64,10 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('bootstrap', { type: 'string', array: true, describe: 'multiaddr of a peer to join through, ending in /p2p/<peer id>' })
       .option('mdns', { type: 'boolean', default: true, describe: 'find peers on the LAN by mDNS (--no-mdns to turn off)' })
       .option('api', { type: 'string', describe: 'control socket path (default agent.sock in the data dir)' })
-      .option('max-in-flight', { type: 'number', describe: 'block requests in flight per peer' }),
+      .option('max-in-flight', { type: 'number', describe: 'block requests in flight per peer' })
+      .option('upload-limit', { type: 'string', describe: 'cap on upload to peers, bytes per second (suffixes k, M, G; e.g. 50M)' }),
     async (a) => {
-      const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api, maxInFlight: a.maxInFlight })
+      const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api, maxInFlight: a.maxInFlight, uploadLimit: a.uploadLimit === undefined ? undefined : parseSize(a.uploadLimit) })
       for (const addr of agent.addresses()) process.stdout.write(addr + '\n')
       await new Promise<void>((resolve) => {
         const stop = (): void => { process.off('SIGINT', stop); process.off('SIGTERM', stop); resolve() }

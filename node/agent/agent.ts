@@ -31,6 +31,8 @@ export interface AgentOptions {
   maxInFlight?: number
   /** Control socket path (default: agent.sock in the data dir). */
   api?: string
+  /** Cap on the bytes per second this agent uploads to peers. */
+  uploadLimit?: number
 }
 
 export interface DeployJob {
@@ -63,11 +65,11 @@ export class Agent {
   maxInFlight = 32
   private trustTimer: NodeJS.Timeout | undefined
 
-  private constructor (store: ImageStore, identity: NodeIdentity, swarm: SwarmNode) {
+  private constructor (store: ImageStore, identity: NodeIdentity, swarm: SwarmNode, opts: AgentOptions) {
     this.store = store
     this.identity = identity
     this.swarm = swarm
-    this.exchange = new BlockExchange(swarm.libp2p, store.blocks, async (v) => await this.offerFor(v))
+    this.exchange = new BlockExchange(swarm.libp2p, store.blocks, async (v) => await this.offerFor(v), { uploadBytesPerSecond: opts.uploadLimit })
     this.versions = new VersionSync(swarm.libp2p, store, identity.clusterId, (v) => { this.onLearnt(v) })
   }
 
@@ -81,7 +83,7 @@ export class Agent {
       bootstrap: opts.bootstrap ?? [],
       mdns: opts.mdns ?? false
     })
-    const agent = new Agent(store, identity, swarm)
+    const agent = new Agent(store, identity, swarm, opts)
     if (opts.maxInFlight !== undefined) agent.maxInFlight = opts.maxInFlight
     try {
       await agent.exchange.start()
@@ -279,7 +281,7 @@ export class Agent {
   }
 
   peers (): Array<{ peer: string, addresses: string[], sent: number, received: number }> {
-    return this.swarm.libp2p.getPeers().map(p => {
+    return this.swarm.libp2p.getPeers().filter(p => !this.exchange.isBanned(p.toString())).map(p => {
       const id = p.toString()
       const t = this.exchange.traffic.get(id)
       return { peer: id, addresses: this.swarm.libp2p.getConnections(p).map(c => c.remoteAddr.toString()), sent: t?.sent ?? 0, received: t?.received ?? 0 }
@@ -299,6 +301,7 @@ export class Agent {
       addresses: this.addresses(),
       uptime: (Date.now() - this.startedAt) / 1000,
       peers: this.peers(),
+      banned: this.exchange.bannedPeers(),
       versions: await this.held(),
       deploys,
       traffic: { sent: this.exchange.bytesSent, received: this.exchange.bytesReceived, blocksServed: this.exchange.blocksServed, blocksFetched: this.exchange.blocksFetched, badBlocks: this.exchange.badBlocks, rejectedAnnouncements: this.versions.rejected }

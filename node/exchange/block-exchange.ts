@@ -16,6 +16,7 @@ import { sendParts } from '../../protocols/blocks/frame.ts'
 import type { Bitfield } from '../fetch/bitfield.ts'
 import type { SuperSeed } from '../fetch/super-seed.ts'
 import { ImgmeshError } from '../errors.ts'
+import { RateLimit } from './rate-limit.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('exchange')
@@ -78,16 +79,19 @@ export class BlockExchange {
   blocksFetched = 0
   badBlocks = 0
   private started = false
+  private readonly uploadLimit: RateLimit | null
 
-  constructor (libp2p: SwarmLibp2p, store: BlockStore, offerSource: OfferSource) {
+  constructor (libp2p: SwarmLibp2p, store: BlockStore, offerSource: OfferSource, opts: { uploadBytesPerSecond?: number } = {}) {
     this.libp2p = libp2p
     this.store = store
     this.offerSource = offerSource
+    this.uploadLimit = opts.uploadBytesPerSecond === undefined || opts.uploadBytesPerSecond <= 0 ? null : new RateLimit(opts.uploadBytesPerSecond)
   }
 
   async start (): Promise<void> {
     await this.libp2p.handle(BLOCKS_PROTOCOL, (stream, connection) => { void this.serve(stream, connection) }, { maxInboundStreams: 8, maxOutboundStreams: 8 })
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
+    this.libp2p.addEventListener('peer:connect', this.onConnect)
     this.started = true
   }
 
@@ -95,6 +99,7 @@ export class BlockExchange {
     if (!this.started) return
     this.started = false
     this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
+    this.libp2p.removeEventListener('peer:connect', this.onConnect)
     await this.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
     for (const s of this.servedStreams) s.abort(new Error('stopping'))
     for (const p of this.sessions.values()) void p.then(s => { s.closed = true; s.stream.abort(new Error('stopping')) }).catch(() => {})
@@ -103,6 +108,16 @@ export class BlockExchange {
 
   private readonly onDisconnect = (evt: CustomEvent<{ toString: () => string }>): void => {
     this.dropPeer(evt.detail.toString())
+  }
+
+  /** A banned peer that comes back (it dialled us, or a bootstrap redial did) is hung up on. */
+  private readonly onConnect = (evt: CustomEvent<{ toString: () => string }>): void => {
+    const peer = evt.detail.toString()
+    if (this.isBanned(peer)) void this.libp2p.hangUp(peerIdFromString(peer)).catch(() => {})
+  }
+
+  bannedPeers (): string[] {
+    return [...this.banned.keys()].filter(p => this.isBanned(p))
   }
 
   private dropPeer (peer: string): void {
@@ -299,6 +314,7 @@ export class BlockExchange {
         }
         if (missing.length > 0) await send({ type: 'dont-have', id: 0, cids: missing })
         for (const msg of packBlocks(batch, 0, FRAME_BYTES + 64 * 1024)) {
+          if (this.uploadLimit !== null) await this.uploadLimit.take(msg.blocks.reduce((n, b) => n + b.bytes.length, 0))
           await send(msg)
           for (const b of msg.blocks) {
             traffic.sent += b.bytes.length

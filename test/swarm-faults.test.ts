@@ -1,0 +1,190 @@
+/**
+ * Faults with real agent processes: the serving peer dies mid-transfer, the fetching agent is
+ * killed and restarted, a peer sends corrupt blocks, forged and garbage announcements, and
+ * garbage on every protocol. Deploys finish from the others; nothing corrupt reaches a target.
+ */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm, readFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createPrivateKey } from 'node:crypto'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { CID } from 'multiformats/cid'
+import { multiaddr } from '@multiformats/multiaddr'
+import { makeSampleTree } from '../node/demo/sample-tree.ts'
+import { createSwarmNode, type SwarmNode } from '../node/swarm/libp2p-node.ts'
+import { loadClusterKey, clusterKeyId } from '../node/swarm/cluster-key.ts'
+import { generatePeerKey } from '../node/swarm/peer-key.ts'
+import { BlockStore } from '../node/store/block-store.ts'
+import { BLOCKS_PROTOCOL, encode, readMessages } from '../protocols/blocks/messages.ts'
+import { sendParts } from '../protocols/blocks/frame.ts'
+import { HEADS_PROTOCOL } from '../protocols/heads/heads.ts'
+import { ANNOUNCE_TOPIC, encodeAnnouncement, signAnnouncement } from '../protocols/announce/announce.ts'
+import { encodeVersion, signVersion } from '../protocols/version.ts'
+import { imgmesh, imgmeshJson } from './support/cli.ts'
+import { rsyncDifferences } from './support/tree-check.ts'
+import { AgentSet, waitFor } from './support/agents.ts'
+import { ControlClient } from '../node/control/control-api.ts'
+
+let work: string
+let agents: AgentSet
+let clusterKey: string
+const golden = (): string => join(work, 'golden')
+const nodes: SwarmNode[] = []
+
+interface Status { peers: unknown[], banned: string[], versions: Array<{ image: string, number: number, cid: string, complete: boolean }>, traffic: { rejectedAnnouncements: number, badBlocks: number, received: number } }
+// Straight to the control socket (as the CLI does), without starting a process per poll.
+const status = async (name: string): Promise<Status> => await (await ControlClient.require(agents.dataDir(name))).call<Status>('status')
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'imgmesh-faults-'))
+  agents = new AgentSet(join(work, 'nodes'))
+  await makeSampleTree(golden(), { bytes: 16 * 1024 * 1024, seed: 11 })
+  clusterKey = await agents.init('a')
+  for (const n of ['b', 'c', 'd', 'e']) await agents.init(n, { clusterKey, trust: [agents.publishers.get('a')!] })
+  // Sources upload slowly so that transfers last long enough to be interrupted.
+  const a = await agents.start('a', { extra: ['--upload-limit', '2M'] })
+  await agents.start('b', { bootstrap: [a.addr], extra: ['--upload-limit', '2M'] })
+  await imgmeshJson(['capture', golden(), '--image', 'sample', '--no-default-excludes', '--data-dir', agents.dataDir('a')])
+  const r = await imgmesh(['deploy', 'sample', join(work, 'target-b'), '--data-dir', agents.dataDir('b')])
+  assert.equal(r.code, 0, r.stderr)
+})
+
+after(async () => {
+  for (const n of nodes) await n.stop().catch(() => {})
+  await agents.stopAll()
+  await rm(work, { recursive: true, force: true })
+})
+
+test('the serving peer killed mid-transfer: the deploy finishes from the others', { timeout: 120_000 }, async () => {
+  await agents.start('c', { bootstrap: [agents.agents.get('a')!.addr, agents.agents.get('b')!.addr], extra: ['--upload-limit', '2M'] })
+  await waitFor('c sees a and b', async () => (await status('c')).peers.length >= 2)
+  const deploying = imgmesh(['deploy', 'sample', join(work, 'target-c'), '--data-dir', agents.dataDir('c')])
+  await waitFor('c has started receiving', async () => (await status('c')).traffic.received > 1024 * 1024)
+  await agents.stop('a', 'SIGKILL')
+  const r = await deploying
+  assert.equal(r.code, 0, r.stderr)
+  assert.deepEqual(rsyncDifferences(golden(), join(work, 'target-c')), [])
+})
+
+test('the fetching agent killed and restarted mid-deploy resumes without refetching', { timeout: 120_000 }, async () => {
+  const b = agents.agents.get('b')!
+  await agents.start('d', { bootstrap: [b.addr], extra: ['--upload-limit', '2M'] })
+  await waitFor('d sees b', async () => (await status('d')).peers.length >= 1)
+  const first = imgmesh(['deploy', 'sample', join(work, 'target-d'), '--data-dir', agents.dataDir('d')])
+  await waitFor('d has part of it', async () => (await status('d')).traffic.received > 2 * 1024 * 1024)
+  const before = (await status('d')).traffic.received
+  await agents.stop('d', 'SIGKILL')
+  const failed = await first
+  assert.notEqual(failed.code, 0, `first deploy finished: ${failed.stdout} received before kill ${before}`)
+  const v = await imgmesh(['verify', join(work, 'target-d'), '--data-dir', agents.dataDir('d')])
+  assert.equal(v.code, 1, 'an interrupted deploy is never reported as done')
+  await agents.start('d', { bootstrap: [b.addr] })
+  await waitFor('d sees b again', async () => (await status('d')).peers.length >= 1)
+  const again = await imgmesh(['deploy', 'sample', join(work, 'target-d'), '--data-dir', agents.dataDir('d')])
+  assert.equal(again.code, 0, again.stderr)
+  assert.deepEqual(rsyncDifferences(golden(), join(work, 'target-d')), [])
+  const s = await status('d')
+  const total = s.versions.find(x => x.number === 1)
+  assert.ok(total?.complete)
+  // The second run fetched only what the first had not stored.
+  const whole = (await imgmeshJson<{ stats: { chunkBytes: number } }>(['show', 'sample', '--data-dir', agents.dataDir('b')])).stats.chunkBytes
+  assert.ok(s.traffic.received < whole - before / 2, `refetched: ${s.traffic.received} of ${whole}, ${before} already had`)
+})
+
+async function outsiderNode (bootstrap: string): Promise<SwarmNode> {
+  const node = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey: await loadClusterKey(clusterKey), listen: ['/ip4/127.0.0.1/tcp/0'] })
+  nodes.push(node)
+  await node.libp2p.dial(multiaddr(bootstrap))
+  return node
+}
+
+test('a peer sending corrupt blocks is banned; the deploy completes from honest peers, exact', { timeout: 120_000 }, async () => {
+  const b = agents.agents.get('b')!
+  const honest = new BlockStore(join(agents.dataDir('b'), 'blocks'))
+  await honest.open()
+  const evil = await outsiderNode(b.addr)
+  let servedGarbage = 0
+  await evil.libp2p.handle(BLOCKS_PROTOCOL, (stream) => {
+    void (async () => {
+      try {
+        for await (const msg of readMessages(stream)) {
+          if (msg.type === 'have') await sendParts(stream, encode({ type: 'have', version: msg.version, pieceCount: msg.pieceCount, have: { kind: 'all' } }))
+          if (msg.type === 'want') {
+            const blocks = await Promise.all(msg.cids.map(async (cid) => {
+              const real = await honest.get(cid).catch(() => new Uint8Array(10))
+              if (cid.code === 0x71) return { cid, bytes: real }
+              servedGarbage++
+              const bad = new Uint8Array(real)
+              bad[0] ^= 0xff
+              return { cid, bytes: bad }
+            }))
+            await sendParts(stream, encode({ type: 'block', id: msg.id, blocks }))
+          }
+        }
+      } catch {}
+    })()
+  })
+  const evilAddr = evil.multiaddrs()[0].toString()
+  await agents.start('e', { bootstrap: [evilAddr, b.addr] })
+  await waitFor('e sees both', async () => (await status('e')).peers.length >= 2)
+  const r = await imgmesh(['deploy', 'sample', join(work, 'target-e'), '--data-dir', agents.dataDir('e')])
+  assert.equal(r.code, 0, r.stderr)
+  assert.deepEqual(rsyncDifferences(golden(), join(work, 'target-e')), [])
+  const s = await status('e')
+  assert.ok(servedGarbage > 0, 'the evil peer was never asked')
+  assert.ok(s.traffic.badBlocks > 0)
+  assert.ok(s.banned.includes(evil.peerId.toString()), 'the evil peer is not banned')
+})
+
+test('forged, unsigned and garbage announcements are rejected; the agent stays up', { timeout: 60_000 }, async () => {
+  const b = agents.agents.get('b')!
+  const node = await outsiderNode(b.addr)
+  const topic = `${ANNOUNCE_TOPIC}/${clusterKeyId(await loadClusterKey(clusterKey)).slice(0, 16)}`
+  node.libp2p.services.pubsub.subscribe(topic)
+  await new Promise(resolve => setTimeout(resolve, 2500))
+  const known = (await status('b')).versions.find(v => v.number === 1)!
+  // A version signed by a key nobody trusts.
+  const { generateKeyPairSync } = await import('node:crypto')
+  const stranger = generateKeyPairSync('ed25519').privateKey
+  const fake = signVersion({ image: 'sample', number: 7, parents: [], tree: CID.parse(known.cid), root: { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }, created: new Date().toISOString(), author: '', message: 'forged', stats: { files: 0, dirs: 0, entries: 0, bytes: 0, chunks: 0, chunkBytes: 0 } }, stranger)
+  const { publicKeyToHex } = await import('../protocols/version.ts')
+  const { createPublicKey } = await import('node:crypto')
+  fake.body.author = publicKeyToHex(createPublicKey(stranger))
+  const fakeSigned = signVersion(fake.body, stranger)
+  const fakeBytes = encodeVersion(fakeSigned)
+  const { versionCidOf } = await import('../protocols/heads/heads.ts')
+  const forged = signAnnouncement({ image: 'sample', number: 7, cid: versionCidOf(fakeBytes), parents: [], newChunks: 0, newBytes: 0, time: Date.now() }, stranger, fakeBytes)
+  await node.libp2p.services.pubsub.publish(topic, encodeAnnouncement(forged))
+  await node.libp2p.services.pubsub.publish(topic, new Uint8Array([1, 2, 3, 4, 5]))
+  // A replay of an older number with different content, signed by the real publisher.
+  const realKey = createPrivateKey(await readFile(join(agents.dataDir('a'), 'publisher.key'), 'utf8'))
+  const replay = signVersion({ ...fake.body, number: 1, author: agents.publishers.get('a')!, message: 'replayed number' }, realKey)
+  const replayBytes = encodeVersion(replay)
+  await node.libp2p.services.pubsub.publish(topic, encodeAnnouncement(signAnnouncement({ image: 'sample', number: 1, cid: versionCidOf(replayBytes), parents: [], newChunks: 0, newBytes: 0, time: Date.now() }, realKey, replayBytes)))
+  await waitFor('b rejects the forgeries', async () => (await status('b')).traffic.rejectedAnnouncements >= 2, 10_000)
+  const s = await status('b')
+  assert.ok(!s.versions.some(v => v.number === 7), 'the forged version was accepted')
+  assert.equal(s.versions.find(v => v.number === 1)?.cid, known.cid, 'the replayed number replaced the real version')
+})
+
+test('garbage and oversized frames on every protocol never bring the agent down', { timeout: 60_000 }, async () => {
+  const b = agents.agents.get('b')!
+  const node = await outsiderNode(b.addr)
+  const peer = peerIdFromString(b.peerId)
+  const payloads = [new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x0f]), new Uint8Array(2000).fill(0xab), new Uint8Array([5, 9, 9, 9, 9, 9]), new Uint8Array([0x80])]
+  for (const protocol of [BLOCKS_PROTOCOL, HEADS_PROTOCOL]) {
+    for (const bytes of payloads) {
+      try {
+        const stream = await node.libp2p.dialProtocol(peer, protocol)
+        stream.send(bytes)
+        await stream.close().catch(() => {})
+      } catch {}
+    }
+  }
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  const s = await status('b')
+  assert.ok(s.versions.some(v => v.number === 1 && v.complete))
+  assert.equal(agents.agents.get('b')!.child.exitCode, null)
+})

@@ -16,7 +16,7 @@
  * - The connection manager admits loopback and private ranges without the per-IP inbound
  *   rate limit (otherwise agents on one host or behind one address never connect).
  */
-import { createLibp2p } from 'libp2p'
+import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import type { Libp2p, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -158,7 +158,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
   const bootstrapPeers = bootstrapList.map(a => ({ addr: multiaddr(a), id: peerIdOfAddr(a) }))
   const mdnsOpts: MdnsOptions | null = opts.mdns === true ? {} : opts.mdns === false || opts.mdns === undefined ? null : opts.mdns
 
-  const peerDiscovery = []
+  const peerDiscovery: NonNullable<Libp2pOptions<SwarmServices>['peerDiscovery']> = []
   if (bootstrapList.length > 0) peerDiscovery.push(bootstrap({ list: bootstrapList, timeout: 100 }))
   if (mdnsOpts !== null) peerDiscovery.push(mdns({ serviceTag: mdnsServiceTag(clusterId), interval: mdnsOpts.interval ?? 10_000 }))
 

@@ -239,7 +239,7 @@ export class Agent {
     const offer = await this.scanOffer(resolved.cid)
     if (offer === null || offer.have !== 'all') throw new ImgmeshError('ENOBLOCK', `${body.image}@${body.number} is not complete on this node; nothing to publish`)
     const key = resolved.cid.toString()
-    const seed: Offer = { ...offer, superSeed: new SuperSeed(offer.pieces.length, 16) }
+    const seed: Offer = { ...offer, superSeed: new SuperSeed(offer.pieces.length, 32) }
     this.seeding.set(key, seed)
     const timer = setInterval(() => { if (seed.superSeed?.finished === true) { this.seeding.delete(key); clearInterval(timer) } }, 1000)
     timer.unref()

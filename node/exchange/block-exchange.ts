@@ -61,6 +61,11 @@ class ClientSession {
   id (): number { this.nextId = (this.nextId + 1) % 0xffff_fff0; return this.nextId }
 }
 
+function seedingAny (watching: Map<string, { offer: Offer }>): boolean {
+  for (const { offer } of watching.values()) if (offer.superSeed !== undefined && !offer.superSeed.finished) return true
+  return false
+}
+
 export class BlockExchange {
   readonly libp2p: SwarmLibp2p
   readonly store: BlockStore
@@ -283,15 +288,16 @@ export class BlockExchange {
       if (offer.superSeed !== undefined && !offer.superSeed.finished) return offer.superSeed.offer(peer).cardinality
       return offer.have === 'all' ? offer.pieces.length : offer.have.cardinality
     }
-    // Tell watchers about pieces we got since the last update.
-    const updater = setInterval(() => {
+    // Tell watchers what changed since the last HAVE: pieces we got, or more of a super-seeded offer.
+    const flushHave = (): void => {
       for (const w of watching.values()) {
         const count = countOf(w.offer)
         if (count === w.sentCount) continue
         w.sentCount = count
         send({ type: 'have', version: w.offer.version, pieceCount: w.offer.pieces.length, have: haveOf(w.offer) }).catch(() => {})
       }
-    }, HAVE_UPDATE_MS)
+    }
+    const updater = setInterval(flushHave, HAVE_UPDATE_MS)
 
     const worker = async (): Promise<void> => {
       while (!ended) {
@@ -324,6 +330,8 @@ export class BlockExchange {
             this.noteSent(peer, b.cid.toString(), watching)
           }
         }
+        // A super-seeded offer grew as its pieces went out: say so now, not at the next tick.
+        if (seedingAny(watching)) flushHave()
       }
     }
     const working = worker().catch((err: unknown) => { log.debug('serving stopped', { peer, error: (err as Error).message }) })

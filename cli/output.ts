@@ -19,19 +19,26 @@ export function formatBytes (n: number): string {
   return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`
 }
 
-/** A single progress line rewritten in place on a TTY, at most ten times a second; silent in a pipe. */
+/**
+ * Progress: one line rewritten in place on a TTY (at most ten times a second); in a pipe, a
+ * plain line every few seconds; nothing with --json.
+ */
 export class ProgressLine {
   private last = 0
   private shown = false
-  private readonly enabled: boolean
+  private readonly mode: 'tty' | 'plain' | 'off'
 
-  constructor (enabled: boolean = process.stderr.isTTY === true) { this.enabled = enabled }
+  constructor (json: boolean) {
+    this.mode = json ? 'off' : process.stderr.isTTY === true ? 'tty' : 'plain'
+    this.last = Date.now()
+  }
 
   update (text: string): void {
-    if (!this.enabled) return
+    if (this.mode === 'off') return
     const now = Date.now()
-    if (now - this.last < 100) return
+    if (now - this.last < (this.mode === 'tty' ? 100 : 5000)) return
     this.last = now
+    if (this.mode === 'plain') { process.stderr.write(text + '\n'); return }
     const width = process.stderr.columns ?? 80
     process.stderr.write('\r' + text.slice(0, width - 1).padEnd(width - 1))
     this.shown = true

@@ -28,7 +28,7 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('publish', { type: 'boolean', default: true, describe: 'announce the new version through the running agent (--no-publish to keep it local)' }),
     async (a) => {
       const store = await ImageStore.open(a.dataDir)
-      const progress = new ProgressLine(!a.json && process.stderr.isTTY === true)
+      const progress = new ProgressLine(a.json)
       let files = 0
       let bytes = 0
       const r = await capture(store, {

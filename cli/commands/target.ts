@@ -21,7 +21,7 @@ export function targetCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('dry-run', { alias: 'n', type: 'boolean', default: false, describe: 'list what would change, change nothing' })
       .option('delete', { type: 'boolean', default: true, describe: 'remove what the image does not have (--no-delete keeps it)' }),
     async (a) => {
-      const progress = new ProgressLine(!a.json && process.stderr.isTTY === true)
+      const progress = new ProgressLine(a.json)
       const started = Date.now()
       const excludes = await collectExcludes(a)
       const target = resolvePath(a.target)

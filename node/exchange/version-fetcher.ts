@@ -135,16 +135,17 @@ export class VersionFetcher implements BlockGetter {
       if (!known) s.setPeer(e.peer, new Bitfield(s.pieces))
       for (const i of e.have.indexes) s.peerHas(e.peer, i)
     }
-    this.pump()
+    this.pump(e.peer)
   }
 
-  private pump (): void {
+  /** Sends requests to one peer (after it answered or delivered), or to every peer. */
+  private pump (only?: string): void {
     const s = this.scheduler
     const offer = this.offer
     if (s === null || offer === null || this.pumping || s.done) return
     this.pumping = true
     try {
-      for (const peer of s.peerIds()) {
+      for (const peer of only === undefined ? s.peerIds() : [only]) {
         const picks = s.next(peer)
         if (picks.length === 0) continue
         const cids = picks.map(i => offer.pieces[i])
@@ -185,7 +186,7 @@ export class VersionFetcher implements BlockGetter {
     for (const w of this.pieceWaiters.get(i) ?? []) w.resolve(bytes)
     this.pieceWaiters.delete(i)
     if (s.done) this.complete()
-    else this.pump()
+    else this.pump(peer)
   }
 
   private tick (): void {

@@ -185,8 +185,9 @@ export class VersionFetcher implements BlockGetter {
     this.lastProgress = Date.now()
     for (const w of this.pieceWaiters.get(i) ?? []) w.resolve(bytes)
     this.pieceWaiters.delete(i)
-    if (s.done) this.complete()
-    else this.pump(peer)
+    if (s.done) { this.complete(); return }
+    this.pump(peer)
+    for (const o of others) this.pump(o)
   }
 
   private tick (): void {

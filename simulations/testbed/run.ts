@@ -212,13 +212,19 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
   const dropsBefore = readDrops(tb)
   log(`N=${n} ${t.name}: start (T_min ${tMinS.toFixed(2)} s, budget ${budgetS} s)`)
   let result: TransportResult | null = null
+  let guard: NodeJS.Timeout | undefined
   try {
-    result = await t.run(ctx)
+    // a transport must return by its deadline; 15 s later it is abandoned (and stopped below)
+    const late = new Promise<never>((_resolve, reject) => {
+      guard = setTimeout(() => reject(new Error('did not return by its deadline')), Math.max(0, deadline - Date.now()) + 15_000)
+    })
+    result = await Promise.race([t.run(ctx), late])
   } catch (err) {
     row.status = err instanceof TransportUnavailable ? 'skipped' : 'failed'
     row.reason = (err as Error).message
     log(`N=${n} ${t.name}: ${row.status}: ${row.reason}`)
   } finally {
+    clearTimeout(guard)
     await stopMine()
     await new Promise(resolve => setTimeout(resolve, 2 * o.intervalMs))
     await stopProc(sampler)

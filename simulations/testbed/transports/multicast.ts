@@ -6,7 +6,8 @@
  *
  * The sender starts when all N receivers have connected (--min-receivers N). Its rate is bounded
  * by h0's shaped link (the htb queue pushes back on the UDP socket), so no --max-bitrate is given
- * by default; `--opt multicast.max-bitrate=45m` sets one.
+ * by default; `--opt multicast.max-bitrate=45m` sets one. `--opt multicast.rcvbuf=BYTES` sets the
+ * receivers' socket buffer (udp-receiver --rcvbuf; capped by net.core.rmem_max).
  */
 import { join } from 'node:path'
 import { waitExit } from '../netns.ts'
@@ -35,11 +36,14 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
 
   const outcomes = newOutcomes(ctx)
   const t0 = Date.now()
+  const rcvbuf = ctx.options.rcvbuf
+  const receiverExtra = rcvbuf === undefined ? [] : ['--rcvbuf', rcvbuf]
+  if (rcvbuf !== undefined) notes.push(`udp-receiver --rcvbuf ${rcvbuf}`)
   const receivers = ctx.tb.clients.map((h, i) => ctx.spawn({
     name: `${h.name}-udp-receiver`,
     host: h,
     cmd: 'udp-receiver',
-    args: ['--file', join(ctx.scratch[i], 'image.tar'), '--interface', h.ifname, '--nokbd', '--portbase', String(PORTBASE)],
+    args: ['--file', join(ctx.scratch[i], 'image.tar'), '--interface', h.ifname, '--nokbd', '--portbase', String(PORTBASE), ...receiverExtra],
     role: 'client'
   }))
   await Promise.all(receivers.map(async (p, i) => {

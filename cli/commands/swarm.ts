@@ -1,6 +1,9 @@
 /** Cluster and swarm commands: init, keys, agent, status, peers, publish. */
 import type { Argv } from 'yargs'
-import { ImageStore } from '../../node/image/image-store.ts'
+import { resolve as resolvePath } from 'node:path'
+import { ImageStore, parseImageSpec } from '../../node/image/image-store.ts'
+import { planRollback } from '../../node/target/rollback.ts'
+import { deploy } from '../../node/target/deploy.ts'
 import { initNode, loadIdentity } from '../../node/agent/node-identity.ts'
 import { Agent } from '../../node/agent/agent.ts'
 import { ControlClient } from '../../node/control/control-api.ts'
@@ -17,6 +20,7 @@ interface StatusJson {
   versions: Array<{ image: string, number: number, cid: string, percent: number, complete: boolean }>
   deploys: Array<{ target: string, image: string, version: number, state: string, bytes: number, totalBytes: number, rate: number, peers: number, error?: string }>
   traffic: { sent: number, received: number }
+  updates: { groups: string[], assignment: { image: string, number?: number, policy: string } | null, deployed: { image: string, number: number } | null, interrupted: { image: string, number: number } | null, state: string, error: string | null }
 }
 
 /** 50M → 52428800; plain numbers are bytes. */
@@ -65,9 +69,18 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('mdns', { type: 'boolean', default: true, describe: 'find peers on the LAN by mDNS (--no-mdns to turn off)' })
       .option('api', { type: 'string', describe: 'control socket path (default agent.sock in the data dir)' })
       .option('max-in-flight', { type: 'number', describe: 'block requests in flight per peer' })
-      .option('upload-limit', { type: 'string', describe: 'cap on upload to peers, bytes per second (suffixes k, M, G; e.g. 50M)' }),
+      .option('upload-limit', { type: 'string', describe: 'cap on upload to peers, bytes per second (suffixes k, M, G; e.g. 50M)' })
+      .option('group', { type: 'string', array: true, describe: 'group this node belongs to (assignments name groups); repeat for several, first wins' })
+      .option('target', { type: 'string', describe: 'where assigned images are applied (e.g. / for the node\'s own root)' })
+      .option('hook-timeout', { type: 'number', default: 300, describe: 'seconds a pre/post-apply hook may run' }),
     async (a) => {
-      const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api, maxInFlight: a.maxInFlight, uploadLimit: a.uploadLimit === undefined ? undefined : parseSize(a.uploadLimit) })
+      const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api,
+        maxInFlight: a.maxInFlight,
+        uploadLimit: a.uploadLimit === undefined ? undefined : parseSize(a.uploadLimit),
+        groups: a.group,
+        target: a.target === undefined ? undefined : resolvePath(a.target),
+        hookTimeoutMs: a.hookTimeout * 1000
+      })
       for (const addr of agent.addresses()) process.stdout.write(addr + '\n')
       await new Promise<void>((resolve) => {
         const stop = (): void => { process.off('SIGINT', stop); process.off('SIGTERM', stop); resolve() }
@@ -84,6 +97,9 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         ...s.addresses.map(x => `  listening ${x}`),
         `${s.peers.length} peer(s) connected; sent ${formatBytes(s.traffic.sent)}, received ${formatBytes(s.traffic.received)}`,
         ...s.versions.map(v => `  ${v.image}@${v.number} ${v.complete ? 'complete' : `partial ${v.percent}%`}`),
+        ...(s.updates.groups.length === 0 && s.updates.assignment === null
+          ? []
+          : [`  groups ${s.updates.groups.join(',') || '-'}; assigned ${s.updates.assignment === null ? '-' : `${s.updates.assignment.image}${s.updates.assignment.number === undefined ? '' : '@' + String(s.updates.assignment.number)} (${s.updates.assignment.policy})`}; deployed ${s.updates.deployed === null ? '-' : `${s.updates.deployed.image}@${s.updates.deployed.number}`}; ${s.updates.state}${s.updates.error === null ? '' : `: ${s.updates.error}`}${s.updates.interrupted === null ? '' : `; WARNING: the target is between versions (deploy of ${s.updates.interrupted.image}@${s.updates.interrupted.number} interrupted)`}`]),
         ...s.deploys.map(d => `  deploy ${d.image}@${d.version} → ${d.target}: ${d.state}${d.error === undefined ? '' : ` (${d.error})`} ${formatBytes(d.bytes)}/${formatBytes(d.totalBytes)} at ${formatBytes(d.rate)}/s from ${d.peers} peer(s)`)
       ])
     })
@@ -91,6 +107,30 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const client = await ControlClient.require(a.dataDir)
       const peers = await client.call<StatusJson['peers']>('peers')
       emit(a, peers, () => peers.length === 0 ? 'no peers' : peers.map(p => `${p.peer}\t${p.addresses.join(' ')}\tsent ${formatBytes(p.sent)}\treceived ${formatBytes(p.received)}`))
+    })
+    .command('assign <spec>', 'say which image (NAME or NAME@N) a group runs, and how updates reach it', (c) => c
+      .positional('spec', { type: 'string', demandOption: true })
+      .option('group', { type: 'string', demandOption: true, describe: 'group of nodes' })
+      .option('policy', { choices: ['stage', 'apply', 'apply-at'] as const, default: 'stage' as const, describe: 'stage: fetch only; apply: fetch and apply; apply-at: fetch now, apply at --at' })
+      .option('at', { type: 'string', describe: 'for apply-at: now, an ISO time, or a cron expression ("0 3 * * *")' }),
+    async (a) => {
+      const { image, number } = parseImageSpec(a.spec)
+      const client = await ControlClient.require(a.dataDir)
+      const r = await client.call<Record<string, unknown>>('assign', { group: a.group, image, number, policy: a.policy, at: a.at })
+      emit(a, r, () => `group ${a.group} runs ${a.spec} (${a.policy}${a.at === undefined ? '' : ' ' + a.at}); announced to the swarm`)
+    })
+    .command('rollback <target>', 'deploy the version TARGET ran before its current one', (c) => c.positional('target', { type: 'string', demandOption: true }), async (a) => {
+      const target = resolvePath(a.target)
+      const client = await ControlClient.find(a.dataDir)
+      let r: { image: string, version: number, from: string }
+      if (client !== null) {
+        r = await client.call('rollback', { target })
+      } else {
+        const store = await ImageStore.open(a.dataDir)
+        const plan = await planRollback(store, target)
+        r = { ...await deploy(store, await store.resolve(plan.spec), { target: plan.target, excludes: plan.excludes }), from: plan.from }
+      }
+      emit(a, r, () => `rolled ${target} back from ${r.from} to ${r.image}@${r.version}`)
     })
     .command('publish <spec>', 'announce a version this node holds to the swarm', (c) => c.positional('spec', { type: 'string', demandOption: true }), async (a) => {
       const client = await ControlClient.require(a.dataDir)

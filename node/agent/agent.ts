@@ -17,6 +17,9 @@ import { Bitfield } from '../fetch/bitfield.ts'
 import { loadTree, pieceList } from '../tree/tree-loader.ts'
 import { deploy, type DeployOptions, type DeployResult } from '../target/deploy.ts'
 import { startControlServer, type ControlServer, type EventSink } from '../control/control-api.ts'
+import { UpdateManager } from './updates.ts'
+import { planRollback } from '../target/rollback.ts'
+import type { Policy } from '../../protocols/assignment.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
@@ -33,6 +36,12 @@ export interface AgentOptions {
   api?: string
   /** Cap on the bytes per second this agent uploads to peers. */
   uploadLimit?: number
+  /** Groups this node belongs to (assignments name groups). */
+  groups?: string[]
+  /** Where assigned images are applied. */
+  target?: string
+  /** Longest a hook may run (default 300 s). */
+  hookTimeoutMs?: number
 }
 
 export interface DeployJob {
@@ -55,6 +64,7 @@ export class Agent {
   readonly swarm: SwarmNode
   readonly exchange: BlockExchange
   readonly versions: VersionSync
+  readonly updates: UpdateManager
   private control: ControlServer | null = null
   private readonly fetchers = new Map<string, Promise<VersionFetcher>>()
   private readonly complete = new Map<string, Offer>()
@@ -71,6 +81,16 @@ export class Agent {
     this.swarm = swarm
     this.exchange = new BlockExchange(swarm.libp2p, store.blocks, async (v) => await this.offerFor(v), { uploadBytesPerSecond: opts.uploadLimit })
     this.versions = new VersionSync(swarm.libp2p, store, identity.clusterId, (v) => { this.onLearnt(v) })
+    this.updates = new UpdateManager({
+      libp2p: swarm.libp2p,
+      store,
+      clusterId: identity.clusterId,
+      groups: opts.groups ?? [],
+      target: opts.target,
+      hookTimeoutMs: opts.hookTimeoutMs ?? 300_000,
+      fetch: async (r) => await this.fetch(r),
+      deploy: async (spec, o) => await this.deploy(spec, o)
+    })
   }
 
   static async start (opts: AgentOptions): Promise<Agent> {
@@ -88,6 +108,7 @@ export class Agent {
     try {
       await agent.exchange.start()
       await agent.versions.start()
+      await agent.updates.start()
       agent.control = await startControlServer(opts.dataDir, agent.handlers(), opts.api)
       // `imgmesh keys trust|untrust` edits the file; the running agent follows it.
       agent.trustTimer = setInterval(() => { store.trust.refresh().catch(() => {}) }, 2000)
@@ -103,6 +124,7 @@ export class Agent {
     if (this.trustTimer !== undefined) clearInterval(this.trustTimer)
     for (const f of this.fetchers.values()) void f.then(x => { x.stop() }).catch(() => {})
     await this.control?.close()
+    await this.updates.stop().catch(() => {})
     await this.versions.stop().catch(() => {})
     await this.exchange.stop().catch(() => {})
     await this.swarm.stop()
@@ -180,9 +202,9 @@ export class Agent {
         await fetcher.prepare()
         fetcher.start()
         this.provide(resolved.cid)
+        // A finished fetcher stays: later deploys of the version reuse its loaded tree.
         fetcher.done.then(() => {
           if (fetcher.offer !== null) this.complete.set(key, { ...fetcher.offer, have: 'all' })
-          this.fetchers.delete(key)
         }, () => { this.fetchers.delete(key) })
         return fetcher
       })()
@@ -263,6 +285,14 @@ export class Agent {
 
   private onLearnt (v: LearntVersion): void {
     log.info('new version available', { image: v.version.body.image, number: v.version.body.number, via: v.via })
+    this.updates.onVersion(v.version.body.image)
+  }
+
+  /** Deploys the version the target ran before (with the excludes it was deployed with). */
+  async rollback (target: string, events?: EventSink): Promise<DeployResult & { from: string }> {
+    const plan = await planRollback(this.store, target)
+    const r = await this.deploy(plan.spec, { target: plan.target, excludes: plan.excludes }, events)
+    return { ...r, from: plan.from }
   }
 
   // ------------------------------------------------------------------ status
@@ -304,7 +334,9 @@ export class Agent {
       banned: this.exchange.bannedPeers(),
       versions: await this.held(),
       deploys,
-      traffic: { sent: this.exchange.bytesSent, received: this.exchange.bytesReceived, blocksServed: this.exchange.blocksServed, blocksFetched: this.exchange.blocksFetched, badBlocks: this.exchange.badBlocks, rejectedAnnouncements: this.versions.rejected }
+      updates: await this.updates.status(),
+      assignments: this.updates.list(),
+      traffic: { sent: this.exchange.bytesSent, received: this.exchange.bytesReceived, blocksServed: this.exchange.blocksServed, blocksFetched: this.exchange.blocksFetched, badBlocks: this.exchange.badBlocks, rejectedAnnouncements: this.versions.rejected, rejectedAssignments: this.updates.rejected }
     }
   }
 
@@ -320,6 +352,14 @@ export class Agent {
         dryRun: b.dryRun === true,
         delete: b.delete !== false
       }, events),
+      assign: async (b) => await this.updates.assign({
+        group: String(b.group),
+        image: String(b.image),
+        ...(b.number === undefined || b.number === null ? {} : { number: Number(b.number) }),
+        policy: String(b.policy) as Policy,
+        ...(b.at === undefined || b.at === null ? {} : { at: String(b.at) })
+      }),
+      rollback: async (b, events) => await this.rollback(String(b.target), events),
       dial: async (b) => { await this.swarm.libp2p.dial(peerIdFromString(String(b.peer))); return {} }
     }
   }

@@ -40,7 +40,14 @@ export interface VersionBody {
   author: string
   message: string
   stats: VersionStats
+  /**
+   * 'tree' (absent) for a filesystem tree; 'block' for a raw disk or partition image: the tree
+   * then holds one file entry, `disk`, whose content is the device's bytes (zero ranges as holes).
+   */
+  kind?: 'tree' | 'block'
 }
+
+export const BLOCK_IMAGE_ENTRY = 'disk'
 
 export interface SignedVersion { body: VersionBody, signature: Uint8Array }
 
@@ -57,7 +64,9 @@ function fail (why: string): never {
 
 function bodyToRaw (b: VersionBody): Record<string, unknown> {
   const root = { m: b.root.mode, u: b.root.uid, g: b.root.gid, s: b.root.mtimeSec, ns: b.root.mtimeNsec, x: b.root.xattrs.map(([k, v]) => [k, v]) }
-  return { image: b.image, number: b.number, parents: b.parents, tree: b.tree, root, created: b.created, author: b.author, message: b.message, stats: { ...b.stats } }
+  const raw: Record<string, unknown> = { image: b.image, number: b.number, parents: b.parents, tree: b.tree, root, created: b.created, author: b.author, message: b.message, stats: { ...b.stats } }
+  if (b.kind === 'block') raw.kind = 'block'
+  return raw
 }
 
 export function signingBytes (body: VersionBody): Uint8Array {
@@ -123,6 +132,7 @@ export function decodeVersion (bytes: Uint8Array): SignedVersion {
   const s = b.stats as Record<string, unknown> | undefined
   if (typeof s !== 'object' || s === null) fail('missing stats')
   for (const k of ['files', 'dirs', 'entries', 'bytes', 'chunks', 'chunkBytes']) if (!isUint(s[k])) fail(`bad stats.${k}`)
+  if (b.kind !== undefined && b.kind !== 'block' && b.kind !== 'tree') fail('unknown kind')
   const body: VersionBody = {
     image: b.image,
     number: b.number,
@@ -134,6 +144,7 @@ export function decodeVersion (bytes: Uint8Array): SignedVersion {
     message: b.message,
     stats: { files: s.files as number, dirs: s.dirs as number, entries: s.entries as number, bytes: s.bytes as number, chunks: s.chunks as number, chunkBytes: s.chunkBytes as number }
   }
+  if (b.kind === 'block') body.kind = 'block'
   const ok = edVerify(null, signingBytes(body), publicKeyFromHex(body.author), r.s)
   if (!ok) throw new ImgmeshError('EBADSIGNATURE', `version ${body.image}@${body.number} has a bad signature`)
   return { body, signature: r.s }

@@ -1,0 +1,165 @@
+/**
+ * Swarm-wide node status: every agent publishes its status (status-message.ts) every few seconds
+ * on its cluster's status topic and keeps a table of every node it heard from, with when it was
+ * last seen and the apparent clock offset. Entries not refreshed within `expireMs` are dropped.
+ *
+ * Incoming messages are validated before gossipsub forwards them: signed (StrictSign), at most
+ * MAX_STATUS_BYTES, well formed, speaking only for their signer, not older than what the table
+ * holds for that peer and not more often than every `minGapMs` per peer (otherwise ignored, not
+ * forwarded). A malformed one is rejected, which scores the sender down.
+ */
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import type { Agent } from '../agent/agent.ts'
+import { createLogger } from '../logger.ts'
+import { STATUS_TOPIC, decodeStatus, encodeStatus, type NodeStatus } from './status-message.ts'
+import { collectStatus, HeldCache, RateMeter } from './agent-view.ts'
+
+const log = createLogger('status')
+
+export interface NodeEntry {
+  status: NodeStatus
+  /** Local clock, ms since the epoch, when the newest status arrived. */
+  lastSeen: number
+  /** Our clock minus the sender's clock at arrival (ms); includes the gossip delay. */
+  offsetMs: number
+  self: boolean
+}
+
+export interface StatusGossipOptions {
+  /** How often this node publishes its status (default 5 s). */
+  intervalMs?: number
+  /** Nodes not heard from for this long leave the table (default 6 intervals, at least 30 s). */
+  expireMs?: number
+  /** Groups to report when the agent has no update manager. */
+  groups?: string[]
+  /** At most this many nodes are kept (default 10,000). */
+  maxNodes?: number
+}
+
+export function statusTopic (clusterId: string): string { return `${STATUS_TOPIC}/${clusterId.slice(0, 16)}` }
+
+export class StatusGossip {
+  readonly agent: Agent
+  readonly topic: string
+  readonly intervalMs: number
+  readonly expireMs: number
+  readonly meter: RateMeter
+  readonly held: HeldCache
+  private readonly table = new Map<string, NodeEntry>()
+  private readonly listeners = new Set<() => void>()
+  private readonly groups: string[] | undefined
+  private readonly maxNodes: number
+  private readonly minGapMs: number
+  private timer: NodeJS.Timeout | undefined
+  private publishing: Promise<void> | null = null
+  private stopped = false
+  rejected = 0
+  received = 0
+
+  constructor (agent: Agent, opts: StatusGossipOptions = {}) {
+    this.agent = agent
+    this.topic = statusTopic(agent.identity.clusterId)
+    this.intervalMs = opts.intervalMs ?? 5000
+    this.expireMs = opts.expireMs ?? Math.max(30_000, 6 * this.intervalMs)
+    this.groups = opts.groups
+    this.maxNodes = opts.maxNodes ?? 10_000
+    this.minGapMs = Math.min(500, this.intervalMs / 2)
+    this.meter = new RateMeter(agent)
+    this.held = new HeldCache(agent, Math.min(2000, this.intervalMs))
+  }
+
+  async start (): Promise<void> {
+    const pubsub = this.agent.swarm.libp2p.services.pubsub
+    pubsub.topicValidators.set(this.topic, (_peer, msg) => {
+      if (msg.type !== 'signed') { this.rejected++; return TopicValidatorResult.Reject }
+      let s: NodeStatus
+      try { s = decodeStatus(msg.data, msg.from.toString()) } catch (err) {
+        this.rejected++
+        log.debug('rejected a node status', { from: msg.from.toString(), error: (err as Error).message })
+        return TopicValidatorResult.Reject
+      }
+      const have = this.table.get(s.peer)
+      if (have !== undefined && (s.time <= have.status.time || Date.now() - have.lastSeen < this.minGapMs)) return TopicValidatorResult.Ignore
+      return TopicValidatorResult.Accept
+    })
+    pubsub.addEventListener('message', this.onMessage)
+    pubsub.subscribe(this.topic)
+    this.meter.start()
+    await this.publishNow()
+    this.timer = setInterval(() => { void this.publishNow() }, this.intervalMs)
+    this.timer.unref()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.meter.stop()
+    const pubsub = this.agent.swarm.libp2p.services.pubsub
+    pubsub.removeEventListener('message', this.onMessage)
+    pubsub.topicValidators.delete(this.topic)
+    try { pubsub.unsubscribe(this.topic) } catch {}
+    await this.publishing?.catch(() => {})
+    this.listeners.clear()
+  }
+
+  /** Called whenever the table changes (a status arrived, a node expired, ours was refreshed). */
+  onChange (fn: () => void): () => void {
+    this.listeners.add(fn)
+    return () => { this.listeners.delete(fn) }
+  }
+
+  private changed (): void {
+    for (const fn of this.listeners) { try { fn() } catch {} }
+  }
+
+  private readonly onMessage = (evt: CustomEvent<{ topic: string, data: Uint8Array, type: string, from?: { toString: () => string } }>): void => {
+    const m = evt.detail
+    if (m.topic !== this.topic || m.type !== 'signed' || m.from === undefined) return
+    let s: NodeStatus
+    try { s = decodeStatus(m.data, m.from.toString()) } catch { return }
+    if (s.peer === this.agent.identity.peerId) return
+    const have = this.table.get(s.peer)
+    if (have !== undefined && s.time <= have.status.time) return
+    if (have === undefined && this.table.size >= this.maxNodes) return
+    this.received++
+    const now = Date.now()
+    this.table.set(s.peer, { status: s, lastSeen: now, offsetMs: now - s.time, self: false })
+    this.changed()
+  }
+
+  /** Collects and publishes this node's status now (also refreshes our own table entry). */
+  async publishNow (): Promise<NodeStatus | null> {
+    if (this.stopped) return null
+    const run = (async (): Promise<NodeStatus | null> => {
+      const s = await collectStatus(this.agent, { meter: this.meter, held: this.held, groups: this.groups })
+      this.table.set(s.peer, { status: s, lastSeen: Date.now(), offsetMs: 0, self: true })
+      this.expire()
+      this.changed()
+      if (this.stopped) return s
+      try {
+        await this.agent.swarm.libp2p.services.pubsub.publish(this.topic, encodeStatus(s))
+      } catch (err) {
+        log.debug('status publish failed', { error: (err as Error).message })
+      }
+      return s
+    })()
+    this.publishing = run.then(() => {}, () => {})
+    try { return await run } catch (err) {
+      log.debug('status collect failed', { error: (err as Error).message })
+      return null
+    }
+  }
+
+  private expire (): void {
+    const cutoff = Date.now() - this.expireMs
+    for (const [peer, e] of this.table) if (!e.self && e.lastSeen < cutoff) this.table.delete(peer)
+  }
+
+  /** Every known node, this one first, then by host name. */
+  nodes (): NodeEntry[] {
+    this.expire()
+    return [...this.table.values()].sort((a, b) => a.self !== b.self ? (a.self ? -1 : 1) : a.status.host.localeCompare(b.status.host) || a.status.peer.localeCompare(b.status.peer))
+  }
+
+  self (): NodeEntry | undefined { return this.table.get(this.agent.identity.peerId) }
+}

@@ -3,6 +3,7 @@ import type { Argv } from 'yargs'
 import { ImageStore, parseImageSpec } from '../../node/image/image-store.ts'
 import { capture } from '../../node/image/capture.ts'
 import { diffVersions } from '../../node/image/version-diff.ts'
+import { pruneVersions } from '../../node/image/retention.ts'
 import { DEFAULT_CAPTURE_EXCLUDES, readExcludeFile } from '../../node/tree/exclude.ts'
 import { ImgmeshError } from '../../node/errors.ts'
 import { ControlClient } from '../../node/control/control-api.ts'
@@ -110,9 +111,14 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       if (removed === 0) throw new ImgmeshError(number === undefined ? 'ENOIMAGE' : 'ENOVERSION', `no such image or version: ${a.spec}`)
       emit(a, { removed }, () => `removed ${removed} version(s) of ${image}`)
     })
-    .command('gc', 'remove blocks that no kept or deployed version references', () => {}, async (a) => {
+    .command('gc', 'remove blocks that no kept or deployed version references', (c) => c
+      .option('keep', { type: 'number', describe: 'first drop all but the newest K versions of each image (deployed ones are always kept)' }), async (a) => {
       const store = await ImageStore.open(a.dataDir)
+      const pruned = a.keep === undefined ? { removed: [], kept: 0 } : await pruneVersions(store, a.keep)
       const r = await store.gc()
-      emit(a, r, () => `removed ${r.removed} blocks (${formatBytes(r.bytes)})`)
+      emit(a, { ...r, versionsRemoved: pruned.removed }, () => [
+        ...pruned.removed.map(v => `dropped ${v.image}@${v.number}`),
+        `removed ${r.removed} blocks (${formatBytes(r.bytes)})`
+      ])
     })
 }

@@ -72,14 +72,16 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('upload-limit', { type: 'string', describe: 'cap on upload to peers, bytes per second (suffixes k, M, G; e.g. 50M)' })
       .option('group', { type: 'string', array: true, describe: 'group this node belongs to (assignments name groups); repeat for several, first wins' })
       .option('target', { type: 'string', describe: 'where assigned images are applied (e.g. / for the node\'s own root)' })
-      .option('hook-timeout', { type: 'number', default: 300, describe: 'seconds a pre/post-apply hook may run' }),
+      .option('hook-timeout', { type: 'number', default: 300, describe: 'seconds a pre/post-apply hook may run' })
+      .option('keep', { type: 'number', default: 5, describe: 'versions kept per image by the periodic GC (deployed and assigned ones always)' }),
     async (a) => {
       const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api,
         maxInFlight: a.maxInFlight,
         uploadLimit: a.uploadLimit === undefined ? undefined : parseSize(a.uploadLimit),
         groups: a.group,
         target: a.target === undefined ? undefined : resolvePath(a.target),
-        hookTimeoutMs: a.hookTimeout * 1000
+        hookTimeoutMs: a.hookTimeout * 1000,
+        keep: a.keep
       })
       for (const addr of agent.addresses()) process.stdout.write(addr + '\n')
       await new Promise<void>((resolve) => {

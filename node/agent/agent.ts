@@ -19,6 +19,7 @@ import { deploy, type DeployOptions, type DeployResult } from '../target/deploy.
 import { startControlServer, type ControlServer, type EventSink } from '../control/control-api.ts'
 import { UpdateManager } from './updates.ts'
 import { planRollback } from '../target/rollback.ts'
+import { pruneVersions } from '../image/retention.ts'
 import type { Policy } from '../../protocols/assignment.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
@@ -42,6 +43,10 @@ export interface AgentOptions {
   target?: string
   /** Longest a hook may run (default 300 s). */
   hookTimeoutMs?: number
+  /** Versions kept per image by the periodic GC (default 5; deployed and assigned ones always). */
+  keep?: number
+  /** How often the periodic GC runs (default 10 min). */
+  gcIntervalMs?: number
 }
 
 export interface DeployJob {
@@ -74,6 +79,7 @@ export class Agent {
   readonly startedAt = Date.now()
   maxInFlight = 32
   private trustTimer: NodeJS.Timeout | undefined
+  private gcTimer: NodeJS.Timeout | undefined
 
   private constructor (store: ImageStore, identity: NodeIdentity, swarm: SwarmNode, opts: AgentOptions) {
     this.store = store
@@ -113,6 +119,8 @@ export class Agent {
       // `imgmesh keys trust|untrust` edits the file; the running agent follows it.
       agent.trustTimer = setInterval(() => { store.trust.refresh().catch(() => {}) }, 2000)
       agent.trustTimer.unref()
+      agent.gcTimer = setInterval(() => { void agent.collect(opts.keep ?? 5) }, opts.gcIntervalMs ?? 600_000)
+      agent.gcTimer.unref()
     } catch (err) {
       await agent.stop()
       throw err
@@ -122,6 +130,7 @@ export class Agent {
 
   async stop (): Promise<void> {
     if (this.trustTimer !== undefined) clearInterval(this.trustTimer)
+    if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
     for (const f of this.fetchers.values()) void f.then(x => { x.stop() }).catch(() => {})
     await this.control?.close()
     await this.updates.stop().catch(() => {})
@@ -288,6 +297,23 @@ export class Agent {
     this.updates.onVersion(v.version.body.image)
   }
 
+  /**
+   * Periodic GC: drops versions beyond the newest `keep` (never a deployed, previous or assigned
+   * one, nor one being fetched), then removes unreferenced blocks.
+   */
+  async collect (keep: number): Promise<{ versionsRemoved: number, blocksRemoved: number, bytes: number }> {
+    if (this.fetchers.size > 0) {
+      const busy = await Promise.all([...this.fetchers.values()].map(async f => await f.then(x => x.progress().done, () => true)))
+      if (busy.some(done => !done)) return { versionsRemoved: 0, blocksRemoved: 0, bytes: 0 }
+    }
+    const pinned = this.updates.list().map(a => a.number === undefined ? { image: a.image } : { image: a.image, number: a.number })
+    const pruned = await pruneVersions(this.store, keep, pinned)
+    const r = await this.store.gc()
+    for (const v of pruned.removed) log.info('dropped version', v)
+    this.complete.clear()
+    return { versionsRemoved: pruned.removed.length, blocksRemoved: r.removed, bytes: r.bytes }
+  }
+
   /** Deploys the version the target ran before (with the excludes it was deployed with). */
   async rollback (target: string, events?: EventSink): Promise<DeployResult & { from: string }> {
     const plan = await planRollback(this.store, target)
@@ -359,6 +385,7 @@ export class Agent {
         policy: String(b.policy) as Policy,
         ...(b.at === undefined || b.at === null ? {} : { at: String(b.at) })
       }),
+      gc: async (b) => await this.collect(typeof b.keep === 'number' ? b.keep : 5),
       rollback: async (b, events) => await this.rollback(String(b.target), events),
       dial: async (b) => { await this.swarm.libp2p.dial(peerIdFromString(String(b.peer))); return {} }
     }

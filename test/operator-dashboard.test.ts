@@ -35,8 +35,13 @@ after(async () => {
   await rm(work, { recursive: true, force: true })
 })
 
+/** The little of the DOM the page checks use (the project compiles without the DOM library). */
+interface El { getAttribute: (name: string) => string | null, querySelectorAll: (sel: string) => Iterable<El> }
+interface Doc { querySelector: (sel: string) => El | null, querySelectorAll: (sel: string) => { length: number } }
+
 async function rowState (page: Page, peer: string): Promise<{ state: string | null, progress: number[], transfer: string[] }> {
   return await page.evaluate((p) => {
+    const document = (globalThis as unknown as { document: Doc }).document
     const row = document.querySelector(`#nodes tr[data-peer="${p}"]`)
     if (row === null) return { state: null, progress: [], transfer: [] }
     const x = [...row.querySelectorAll('[data-progress]')]
@@ -75,7 +80,7 @@ test('the dashboard shows every node and a deploy moving to done, with no reques
     await page.goto(url, { waitUntil: 'load', timeout: 20_000 })
 
     // Every node of the swarm, from gossip, with its groups.
-    await page.waitForFunction(() => document.querySelectorAll('#nodes tr[data-peer]').length === 3, undefined, { timeout: 20_000 })
+    await page.waitForFunction(() => (globalThis as unknown as { document: Doc }).document.querySelectorAll('#nodes tr[data-peer]').length === 3, undefined, { timeout: 20_000 })
     for (const n of [a, b, c]) assert.ok((await rowState(page, n.agent.identity.peerId)).state !== null, `row of ${n.name}`)
     const gpuRow = await page.locator(`#nodes tr[data-peer="${c.agent.identity.peerId}"]`).innerText()
     assert.match(gpuRow, /gpu/)
@@ -104,7 +109,7 @@ test('the dashboard shows every node and a deploy moving to done, with no reques
     for (let i = 1; i < seen.length; i++) assert.ok(seen[i] >= seen[i - 1], `progress went back: ${seen.join(', ')}`)
 
     // After the deploy: b is idle again and runs sample@1; the chart drew the throughput.
-    await page.waitForFunction((p) => document.querySelector(`#nodes tr[data-peer="${p}"]`)?.getAttribute('data-state') === 'idle', bPeer, { timeout: 20_000 })
+    await page.waitForFunction((p) => (globalThis as unknown as { document: Doc }).document.querySelector(`#nodes tr[data-peer="${p}"]`)?.getAttribute('data-state') === 'idle', bPeer, { timeout: 20_000 })
     await page.waitForSelector('#images [data-image="sample"] tr[data-version="1"] .chip', { timeout: 20_000 })
     assert.ok(await page.locator('#chart #aggregate').count() === 1, 'no aggregate throughput line')
 

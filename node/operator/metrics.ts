@@ -32,7 +32,7 @@ export interface MetricsOptions {
   gossip?: StatusGossip
   /** Process metrics (CPU, RSS, event loop lag, GC) with the imgmesh_ prefix (default true). */
   processMetrics?: boolean
-  /** How long a measured store size is reused (default 60 s). */
+  /** How often the block directory is walked to measure the store (default 60 s). */
   storeScanMs?: number
 }
 
@@ -59,6 +59,7 @@ async function directorySize (dir: string): Promise<{ bytes: number, files: numb
 /** Keeps a prom-client counter equal to an external monotonic counter. */
 function mirror (c: Counter, read: () => number, labels: Record<string, string> = {}): () => void {
   let last = 0
+  c.inc(labels, 0) // a labelled series shows from the first scrape, at 0
   return () => {
     const v = read()
     if (v > last) { c.inc(labels, v - last); last = v }
@@ -68,7 +69,8 @@ function mirror (c: Counter, read: () => number, labels: Record<string, string> 
 export function createAgentMetrics (agent: Agent, opts: MetricsOptions = {}): AgentMetrics {
   const registry = new Registry()
   const ex = agent.exchange
-  const held = new HeldCache(agent, 5000)
+  // Scrapes are rare (every 15-60 s): held versions are read fresh each time.
+  const held = new HeldCache(agent, 0)
   const syncs: Array<() => void> = []
 
   const bytesSent = new Counter({ name: 'imgmesh_bytes_sent_total', help: 'Bytes of block data sent to peers, by protocol', labelNames: ['protocol'], registers: [registry] })
@@ -108,16 +110,21 @@ export function createAgentMetrics (agent: Agent, opts: MetricsOptions = {}): Ag
   })
   new Gauge({ name: 'imgmesh_images', help: 'Images with at least one version in the store', registers: [registry], async collect () { this.set((await agent.store.refs.images().catch(() => [])).length) } })
 
-  // Store size, measured in the background.
-  let store = { bytes: 0, files: 0, at: 0 }
+  // Store size: measured by a walk of the block directory in the background (at most once a
+  // minute), plus what this agent's store wrote since the walk started (between walks, blocks
+  // removed by gc show only at the next walk).
+  const blocks = agent.store.blocks
+  let store = { bytes: 0, files: 0, at: 0, addedBytes: 0, addedBlocks: 0 }
   let scanning: Promise<void> | null = null
   const scanMs = opts.storeScanMs ?? 60_000
   const scan = (): void => {
     if (scanning !== null || Date.now() - store.at < scanMs) return
-    scanning = directorySize(agent.store.blocks.dir).then(r => { store = { ...r, at: Date.now() } }, (err: unknown) => { log.debug('store scan failed', { error: (err as Error).message }) }).finally(() => { scanning = null })
+    const addedBytes = blocks.bytesAdded
+    const addedBlocks = blocks.blocksAdded
+    scanning = directorySize(blocks.dir).then(r => { store = { ...r, at: Date.now(), addedBytes, addedBlocks } }, (err: unknown) => { log.debug('store scan failed', { error: (err as Error).message }) }).finally(() => { scanning = null })
   }
-  new Gauge({ name: 'imgmesh_store_bytes', help: 'Bytes of blocks in the store (measured at most once a minute)', registers: [registry], collect () { scan(); this.set(store.bytes) } })
-  new Gauge({ name: 'imgmesh_store_blocks', help: 'Blocks in the store (measured at most once a minute)', registers: [registry], collect () { scan(); this.set(store.files) } })
+  new Gauge({ name: 'imgmesh_store_bytes', help: 'Bytes of blocks in the store', registers: [registry], collect () { scan(); this.set(store.bytes + blocks.bytesAdded - store.addedBytes) } })
+  new Gauge({ name: 'imgmesh_store_blocks', help: 'Blocks in the store', registers: [registry], collect () { scan(); this.set(store.files + blocks.blocksAdded - store.addedBlocks) } })
   scan()
 
   // Deploys: running now, and how long finished ones took.
@@ -163,6 +170,8 @@ export function createAgentMetrics (agent: Agent, opts: MetricsOptions = {}): Ag
     render: async () => {
       watchJobs()
       for (const s of syncs) s()
+      // The first scrape waits for the first measurement of the store rather than report 0.
+      if (store.at === 0 && scanning !== null) await scanning
       return await registry.metrics()
     },
     stop: () => { clearInterval(jobTimer) }

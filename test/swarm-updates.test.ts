@@ -3,7 +3,8 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtemp, rm, writeFile, mkdir, chmod, readFile } from 'node:fs/promises'
 import { spawnSync } from 'node:child_process'
-import { tmpdir } from 'node:os'
+import { tmpdir, hostname } from 'node:os'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeSampleTree } from '../node/demo/sample-tree.ts'
 import { imgmesh, imgmeshJson } from './support/cli.ts'
@@ -102,6 +103,28 @@ test('rollback returns a target to its previous version exactly; with none, a cl
   const none = await imgmesh(['rollback', join(work, 'nowhere'), '--data-dir', agents.dataDir('c2')])
   assert.notEqual(none.code, 0)
   assert.match(none.stderr, /no previous version|cannot roll back/)
+})
+
+test('override images per group and templates customise each node, in order; verify still exact', { timeout: 120_000 }, async () => {
+  const ov = join(work, 'override-compute')
+  await mkdir(join(ov, 'etc'), { recursive: true })
+  await writeFile(join(ov, 'etc/motd'), 'compute nodes only\n')
+  await writeFile(join(ov, 'etc/issue.imgmesh-template'), 'Welcome to {{hostname}} ({{groups}}), {{image}}@{{version}}\n')
+  await imgmeshJson(['capture', ov, '--image', 'os+compute', '--no-default-excludes', '--data-dir', agents.dataDir('origin')])
+  for (const n of ['c1', 'c2']) {
+    await waitFor(`${n} applies the override`, async () => {
+      try { return (await readFile(join(target(n), 'etc/motd'), 'utf8')) === 'compute nodes only\n' } catch { return false }
+    }, 60_000)
+    await waitFor(`${n} settles`, async () => (await status(n)).updates.state === 'applied', 30_000)
+  }
+  assert.equal(await readFile(join(target('c1'), 'etc/issue'), 'utf8'), `Welcome to ${hostname()} (compute), os@2\n`)
+  assert.ok(!existsSync(join(target('c1'), 'etc/issue.imgmesh-template')))
+  // The rest of the image is untouched, and verify compares with the composition.
+  assert.equal(await readFile(join(target('c1'), 'usr/bin/new-tool'), 'utf8'), 'new\n')
+  const v = await imgmesh(['verify', target('c1'), '--data-dir', agents.dataDir('c1')])
+  assert.equal(v.code, 0, v.stdout)
+  // The gpu group has no override and stages only.
+  assert.equal((await status('g1')).updates.deployed, null)
 })
 
 test('a failing or hanging pre-apply hook stops the apply and is reported; the target stays on its version', { timeout: 120_000 }, async () => {

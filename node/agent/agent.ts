@@ -95,7 +95,8 @@ export class Agent {
       target: opts.target,
       hookTimeoutMs: opts.hookTimeoutMs ?? 300_000,
       fetch: async (r) => await this.fetch(r),
-      deploy: async (spec, o) => await this.deploy(spec, o)
+      deploy: async (r, o) => await this.deploy(r, o),
+      facts: { hostname: hostname(), peerId: identity.peerId, groups: opts.groups ?? [] }
     })
   }
 
@@ -243,8 +244,8 @@ export class Agent {
     }
   }
 
-  async deploy (spec: string, opts: DeployOptions, events?: EventSink): Promise<DeployResult> {
-    const resolved = await this.resolve(spec)
+  async deploy (spec: string | ResolvedVersion, opts: DeployOptions, events?: EventSink): Promise<DeployResult> {
+    const resolved = typeof spec === 'string' ? await this.resolve(spec) : spec
     const fetcher = await this.fetch(resolved)
     const job: DeployJob = { target: opts.target, image: resolved.version.body.image, number: resolved.version.body.number, cid: resolved.cid.toString(), started: Date.now(), state: 'fetching', fetcher }
     this.jobs.set(opts.target, job)

@@ -8,6 +8,7 @@ import { hostname } from 'node:os'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import * as dagCbor from '@ipld/dag-cbor'
+import type { CID } from 'multiformats/cid'
 import type { SwarmLibp2p } from '../swarm/libp2p-node.ts'
 import type { ImageStore, ResolvedVersion } from '../image/image-store.ts'
 import type { VersionFetcher } from '../exchange/version-fetcher.ts'
@@ -19,6 +20,8 @@ import { FrameDecoder, framed, sendParts } from '../../protocols/blocks/frame.ts
 import { readJson, writeJson } from '../store/json-file.ts'
 import { Schedule } from './cron.ts'
 import { runHooks, type HookResult } from './hooks.ts'
+import { compose, overrideNames, type NodeFacts } from './compose.ts'
+import { loadTree } from '../tree/tree-loader.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
@@ -37,7 +40,8 @@ export interface UpdateDeps {
   target?: string
   hookTimeoutMs: number
   fetch: (r: ResolvedVersion) => Promise<VersionFetcher>
-  deploy: (spec: string, opts: DeployOptions) => Promise<DeployResult>
+  deploy: (version: ResolvedVersion, opts: DeployOptions) => Promise<DeployResult>
+  facts: NodeFacts
 }
 
 export interface UpdateStatus {
@@ -50,6 +54,7 @@ export interface UpdateStatus {
   state: UpdateState
   error: string | null
   hooks: HookResult[]
+  overrides: string[]
 }
 
 export class UpdateManager {
@@ -60,6 +65,7 @@ export class UpdateManager {
   private error: string | null = null
   private desired: ResolvedVersion | null = null
   private lastHooks: HookResult[] = []
+  private lastOverrides: string[] = []
   private lastFired: number | null = null
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> = Promise.resolve()
@@ -183,7 +189,14 @@ export class UpdateManager {
 
   /** A version was learnt: if this node follows its image, stage it (and apply per policy). */
   onVersion (image: string): void {
-    if (this.mine()?.body.image === image) this.reconcile()
+    const assigned = this.mine()?.body.image
+    if (assigned === undefined) return
+    if (image === assigned) { this.reconcile(); return }
+    // A new override for this node: apply again (the base did not change).
+    if (overrideNames(assigned, this.d.facts).includes(image)) {
+      if (this.state === 'applied' || this.state === 'failed') this.state = 'staged'
+      this.reconcile()
+    }
   }
 
   private reconcile (): void {
@@ -221,21 +234,49 @@ export class UpdateManager {
     const target = this.d.target
     if (target === undefined) { this.state = 'failed'; this.error = 'assigned to apply, but the agent has no --target'; return }
     const current = await readTargetState(this.d.store.targetsDir, target)
-    if (current.deployed?.cid.equals(resolved.cid) === true && current.inProgress === undefined) { this.state = 'applied'; return }
-    await this.apply(resolved, target)
+    const overrides = await this.overridesFor(resolved.version.body.image)
+    const key = [resolved.cid, ...overrides.map(o => o.cid)].map(c => c.toString()).join(' ')
+    if (current.inProgress === undefined && current.deployed !== undefined && (await this.composedKey(current.deployed.cid)) === key) { this.state = 'applied'; return }
+    await this.apply(resolved, overrides, target)
   }
 
-  private async apply (resolved: ResolvedVersion, target: string): Promise<void> {
+  /** The override images of this node for an image, newest version of each, staged. */
+  private async overridesFor (image: string): Promise<ResolvedVersion[]> {
+    const out: ResolvedVersion[] = []
+    for (const name of overrideNames(image, this.d.facts)) {
+      let o: ResolvedVersion
+      try { o = await this.d.store.resolve(name) } catch { continue }
+      await (await this.d.fetch(o)).done
+      out.push(o)
+    }
+    return out
+  }
+
+  /** What a deployed version was made of: itself, or (a composition signed here) its parents. */
+  private async composedKey (cid: CID): Promise<string> {
+    try {
+      const v = await this.d.store.getVersion(cid)
+      const own = v.body.author === (await this.d.store.publisherKey()).publicHex
+      if (own && (await this.d.store.refs.get(v.body.image, v.body.number))?.equals(cid) !== true) return v.body.parents.map(p => p.toString()).join(' ')
+    } catch {}
+    return cid.toString()
+  }
+
+  private async apply (resolved: ResolvedVersion, overrides: ResolvedVersion[], target: string): Promise<void> {
     const { body } = resolved.version
     this.state = 'applying'
     const fetcher = await this.d.fetch(resolved)
     const tree = fetcher.tree
     if (tree === null) throw new ImgmeshError('EBADTREE', 'tree not loaded')
+    // The base, then this node's overrides, then its templates.
+    const composed = await compose(this.d.store, resolved, overrides, this.d.facts)
+    this.lastOverrides = composed.overrides
+    const composedTree = composed.resolved === resolved ? tree : await loadTree(this.d.store.blocks, composed.resolved.version.body.tree)
     const env = { IMGMESH_TARGET: target, IMGMESH_IMAGE: body.image, IMGMESH_VERSION: String(body.number), IMGMESH_HOST: hostname() }
     const logFile = join(this.d.store.dataDir, 'hooks.log')
-    this.lastHooks = await runHooks(tree, fetcher, { target, stage: 'pre-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile })
-    await this.d.deploy(`${body.image}@${body.number}`, { target, excludes: [...DEFAULT_UPDATE_EXCLUDES] })
-    this.lastHooks.push(...await runHooks(tree, fetcher, { target, stage: 'post-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile }))
+    this.lastHooks = await runHooks(composedTree, this.d.store.blocks, { target, stage: 'pre-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile })
+    await this.d.deploy(composed.resolved, { target, excludes: [...DEFAULT_UPDATE_EXCLUDES] })
+    this.lastHooks.push(...await runHooks(composedTree, this.d.store.blocks, { target, stage: 'post-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile }))
     this.state = 'applied'
     log.info('applied', { image: body.image, number: body.number, target })
   }
@@ -255,7 +296,8 @@ export class UpdateManager {
       interrupted: st?.inProgress === undefined ? null : { image: st.inProgress.image, number: st.inProgress.number },
       state: this.state,
       error: this.error,
-      hooks: this.lastHooks
+      hooks: this.lastHooks,
+      overrides: this.lastOverrides
     }
   }
 }

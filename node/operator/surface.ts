@@ -1,13 +1,15 @@
 /**
  * The operator surface of a running agent, started after Agent.start and stopped before
  * agent.stop(): node status gossip (always: every agent tells the swarm what it does), and when
- * asked, the web dashboard and the Prometheus metrics (on the dashboard server and/or alone).
+ * asked, the web dashboard and the Prometheus metrics (on the dashboard server and/or alone);
+ * and always a read-only local socket (operator.sock in the data dir) for `imgmesh doctor`.
  */
 import type { Agent } from '../agent/agent.ts'
 import { createLogger } from '../logger.ts'
 import { StatusGossip } from './status-gossip.ts'
 import { startDashboard, type Dashboard } from './dashboard.ts'
 import { createAgentMetrics, startMetricsServer, type AgentMetrics } from './metrics.ts'
+import { startLocalApi } from './local-api.ts'
 
 const log = createLogger('operator')
 
@@ -44,7 +46,9 @@ export async function startOperatorSurface (agent: Agent, opts: OperatorOptions 
   let dashboard: Dashboard | null = null
   let metrics: AgentMetrics | null = null
   let metricsServer: { url: string, stop: () => Promise<void> } | null = null
+  let local: { stop: () => Promise<void> } | null = null
   const stop = async (): Promise<void> => {
+    await local?.stop().catch(() => {})
     await dashboard?.stop().catch(() => {})
     await metricsServer?.stop().catch(() => {})
     metrics?.stop()
@@ -66,6 +70,7 @@ export async function startOperatorSurface (agent: Agent, opts: OperatorOptions 
         ...(metrics === null ? {} : { metrics })
       })
     }
+    local = await startLocalApi(agent.store.dataDir, gossip, () => ({ peer: agent.identity.peerId, dashboard: dashboard?.url ?? null, metrics: metricsServer?.url ?? (dashboard === null ? null : dashboard.url + 'metrics'), statusIntervalMs: gossip.intervalMs }))
   } catch (err) {
     await stop()
     throw err

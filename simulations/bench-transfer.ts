@@ -4,7 +4,7 @@
  *   1. raw TCP socket                                     (the ceiling of the machine)
  *   2. raw libp2p stream: one stream, noise + yamux, the   (the ceiling imgmesh can reach)
  *      same node configuration imgmesh uses (createSwarmNode)
- *   3. imgmesh agent to agent                             (plugged in later: see `methods`)
+ *   3. imgmesh agent to agent: fetch into the store, and deploy into a target
  *
  * Each method moves N MiB (default 512) from this process to a receiver child process that
  * acknowledges once it has every byte; median of 3 runs. Also prints the RSS of an idle
@@ -14,13 +14,16 @@
  *
  * Traffic stays on 127.0.0.1. Children are stopped by their pid; every wait is bounded.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createServer, connect, type Socket } from 'node:net'
 import { once } from 'node:events'
-import { readFileSync } from 'node:fs'
+import { readFileSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { cpus, loadavg } from 'node:os'
+import { randomFillSync } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
@@ -28,10 +31,12 @@ import { createSwarmNode, type ClusterGate, type SwarmNode } from '../node/swarm
 import { generatePeerKey } from '../node/swarm/peer-key.ts'
 import { generateClusterKey } from '../node/swarm/cluster-key.ts'
 import { streamSource, waitForDrain } from '../protocols/blocks/frame.ts'
+import { ControlClient } from '../node/control/control-api.ts'
 
 export const MIB = 1024 * 1024
 const BENCH_PROTOCOL = '/imgmesh/bench/1.0.0'
 const SELF = fileURLToPath(import.meta.url)
+const CLI = fileURLToPath(new URL('../cli/imgmesh.ts', import.meta.url))
 const NODE = process.execPath
 /** Longest any single transfer, handshake or child start may take. */
 const STEP_TIMEOUT_MS = 180_000
@@ -312,6 +317,79 @@ export function libp2pMethod (chunk: number, gate: ClusterGate = 'prologue', nam
   }
 }
 
+/**
+ * imgmesh agent to agent: two agent processes on loopback; each run captures a fresh image of
+ * `bytes` pseudo-random content (not timed) on the first, then times the second agent fetching
+ * it into its store (`fetch`) — the same work as the raw stream plus hashing and storing every
+ * block. `deploy` additionally writes the files into a target.
+ */
+export function imgmeshMethod (mode: 'fetch' | 'deploy'): Method {
+  let work = ''
+  let a: ChildProcess | undefined
+  let b: ChildProcess | undefined
+  let run = 0
+  let idleRss = Number.NaN
+  let busyRss = 0
+  const cli = (args: string[]): void => {
+    const r = spawnSync(NODE, [CLI, ...args], { encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`imgmesh ${args.join(' ')}: ${r.stderr}`)
+  }
+  const startAgent = async (dir: string, bootstrap: string[]): Promise<[ChildProcess, string]> => {
+    const child = spawn(NODE, [CLI, 'agent', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', ...bootstrap.flatMap(x => ['--bootstrap', x])], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const rl = createInterface({ input: child.stdout! })
+    const addr = await withTimeout('agent start', 30_000, new Promise<string>((resolve) => { rl.on('line', (l) => { if (l.includes('/p2p/')) resolve(l.trim()) }) }))
+    return [child, addr]
+  }
+  return {
+    name: `imgmesh agent to agent (${mode})`,
+    setup: async () => {
+      work = mkdtempSync(join(tmpdir(), 'imgmesh-bench-transfer-'))
+      cli(['init', '--data-dir', join(work, 'a')])
+      const pub = JSON.parse(spawnSync(NODE, [CLI, 'keys', '--json', '--data-dir', join(work, 'a')], { encoding: 'utf8' }).stdout) as { publisher: string }
+      cli(['init', '--data-dir', join(work, 'b'), '--cluster-key', join(work, 'a', 'cluster.key'), '--trust', pub.publisher])
+      let addr: string
+      ;[a, addr] = await startAgent(join(work, 'a'), [])
+      ;[b] = await startAgent(join(work, 'b'), [addr])
+      await new Promise(resolve => setTimeout(resolve, 2000))
+      idleRss = rssMiB(a.pid!)
+    },
+    run: async (bytes) => {
+      run++
+      const src = join(work, `src${run}`)
+      mkdirSync(src)
+      // Fresh random content every run (nothing to deduplicate), in 64 MiB files.
+      for (let f = 0; f * 64 * MIB < bytes; f++) {
+        writeFileSync(join(src, `data-${f}.bin`), randomFillSync(Buffer.allocUnsafe(Math.min(64 * MIB, bytes - f * 64 * MIB))))
+      }
+      cli(['capture', src, '--image', `bench${run}`, '--no-default-excludes', '--data-dir', join(work, 'a')])
+      rmSync(src, { recursive: true, force: true })
+      const client = await ControlClient.require(join(work, 'b'))
+      const sampler = setInterval(() => { busyRss = Math.max(busyRss, rssMiB(a!.pid!)) }, 100)
+      const t0 = process.hrtime.bigint()
+      try {
+        if (mode === 'fetch') await client.call('fetch', { spec: `bench${run}` })
+        else await client.call('deploy', { spec: `bench${run}`, target: join(work, `target${run}`) })
+      } finally {
+        clearInterval(sampler)
+      }
+      const s = Number(process.hrtime.bigint() - t0) / 1e9
+      rmSync(join(work, `target${run}`), { recursive: true, force: true })
+      return s
+    },
+    teardown: async () => {
+      for (const c of [a, b]) {
+        if (c === undefined || c.exitCode !== null) continue
+        const exited = once(c, 'exit')
+        c.kill('SIGTERM')
+        await withTimeout('agent stop', 15_000, exited).catch(() => { c.kill('SIGKILL') })
+      }
+      rmSync(work, { recursive: true, force: true })
+    },
+    notes: () => [`serving agent RSS: idle ${idleRss.toFixed(0)} MiB, while serving up to ${busyRss.toFixed(0)} MiB`],
+    receiverPid: () => b?.pid
+  }
+}
+
 export interface MethodResult {
   name: string
   mbps: number[]
@@ -368,8 +446,7 @@ async function main (): Promise<void> {
   const chunk = Number(values['chunk-kib']) * 1024
   if (!(bytes > 0) || !(runs > 0) || !(chunk > 0) || chunk > SOURCE.length / 2) throw new Error('bad arguments')
 
-  // Plug further methods in here (the imgmesh agent-to-agent transfer comes later).
-  const methods: Method[] = [tcpMethod(chunk), libp2pMethod(chunk)]
+  const methods: Method[] = [tcpMethod(chunk), libp2pMethod(chunk), imgmeshMethod('fetch'), imgmeshMethod('deploy')]
 
   console.log(`bench-transfer: ${values.mib} MiB per run, ${runs} runs, ${values['chunk-kib']} KiB writes, loopback, Node ${process.version}`)
   console.log(`  ${machineLine()}`)

@@ -7,7 +7,7 @@ import { deploy } from '../../node/target/deploy.ts'
 import { initNode, loadIdentity } from '../../node/agent/node-identity.ts'
 import { Agent } from '../../node/agent/agent.ts'
 import { ControlClient } from '../../node/control/control-api.ts'
-import { emit, formatBytes } from '../output.ts'
+import { emit, formatBytes, ProgressLine } from '../output.ts'
 import { ImgmeshError } from '../../node/errors.ts'
 import type { GlobalArgs } from '../imgmesh.ts'
 
@@ -133,6 +133,16 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         r = { ...await deploy(store, await store.resolve(plan.spec), { target: plan.target, excludes: plan.excludes }), from: plan.from }
       }
       emit(a, r, () => `rolled ${target} back from ${r.from} to ${r.image}@${r.version}`)
+    })
+    .command('fetch <spec>', 'stage a version: fetch every chunk into the store from the swarm, write nothing', (c) => c.positional('spec', { type: 'string', demandOption: true }), async (a) => {
+      const client = await ControlClient.require(a.dataDir)
+      const progress = new ProgressLine(a.json)
+      const r = await client.call<{ pieces: number, bytes: number, totalBytes: number }>('fetch', { spec: a.spec }, (e) => {
+        const p = e as { have: number, pieces: number, bytes: number, totalBytes: number, rate: number, peers: number }
+        progress.update(`fetching ${p.have}/${p.pieces} pieces, ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)} at ${formatBytes(p.rate)}/s from ${p.peers} peer(s)`)
+      })
+      progress.done()
+      emit(a, r, () => `${a.spec}: all ${r.pieces} pieces (${formatBytes(r.totalBytes)}) are in the store`)
     })
     .command('publish <spec>', 'announce a version this node holds to the swarm', (c) => c.positional('spec', { type: 'string', demandOption: true }), async (a) => {
       const client = await ControlClient.require(a.dataDir)

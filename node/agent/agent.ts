@@ -386,6 +386,12 @@ export class Agent {
         policy: String(b.policy) as Policy,
         ...(b.at === undefined || b.at === null ? {} : { at: String(b.at) })
       }),
+      fetch: async (b, events) => {
+        const fetcher = await this.fetch(await this.resolve(String(b.spec)))
+        const timer = setInterval(() => { events.event({ type: 'progress', ...fetcher.progress() }) }, 500)
+        try { await fetcher.done } finally { clearInterval(timer) }
+        return fetcher.progress()
+      },
       gc: async (b) => await this.collect(typeof b.keep === 'number' ? b.keep : 5),
       rollback: async (b, events) => await this.rollback(String(b.target), events),
       dial: async (b) => { await this.swarm.libp2p.dial(peerIdFromString(String(b.peer))); return {} }

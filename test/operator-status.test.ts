@@ -13,6 +13,11 @@ import fc from 'fast-check'
 import { ImgmeshError } from '../node/errors.ts'
 import { decodeStatus, encodeStatus, MAX_STATUS_BYTES, type NodeStatus } from '../node/operator/status-message.ts'
 import { OperatorSwarm, waitUntil } from './operator-swarm.ts'
+import type { UpdatesLike } from '../node/operator/agent-view.ts'
+import type { UpdateManager } from '../node/agent/updates.ts'
+
+// The operator surface reads the update manager structurally: this fails to compile if they drift apart.
+const updatesCompatible: UpdateManager extends UpdatesLike ? true : never = true
 
 const PEER = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
 
@@ -42,6 +47,7 @@ const refuse = (bytes: Uint8Array, signer = PEER): void => {
 const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
 
 test('a node status round-trips and unknown fields are dropped', () => {
+  assert.equal(updatesCompatible, true)
   const s = sample({ error: 'disk full' })
   assert.deepEqual(decodeStatus(encodeStatus(s), PEER), s)
   assert.deepEqual(decodeStatus(enc({ ...s, extra: 'x' }), PEER), s)

@@ -44,6 +44,7 @@ export const AGENT_CONFIG_KEYS: readonly AgentConfigKey[] = [
   { key: 'group', kind: 'list', env: 'IMGMESH_GROUP', help: 'Groups this node belongs to; assignments (`imgmesh assign`) name groups. The first group with an assignment wins.', example: '[lab1]' },
   { key: 'target', kind: 'string', env: 'IMGMESH_TARGET', help: 'Where assigned images are applied (/ for the node\'s own root). Unset: assignments are staged only.', example: '/' },
   { key: 'hook-timeout', kind: 'number', env: 'IMGMESH_HOOK_TIMEOUT', help: 'Seconds a pre/post-apply hook may run.', example: '300' },
+  { key: 'keep', kind: 'number', env: 'IMGMESH_KEEP', help: 'Versions kept per image by the agent\'s periodic garbage collection (deployed, previous and assigned ones are always kept).', example: '5' },
   { key: 'dashboard', kind: 'string', env: 'IMGMESH_DASHBOARD', help: 'Serve the web dashboard on HOST:PORT (127.0.0.1:8080 keeps it local; :8080 for every interface). Unset: no dashboard.', example: '127.0.0.1:8080' },
   { key: 'dashboard-actions', kind: 'boolean', env: 'IMGMESH_DASHBOARD_ACTIONS', help: 'Allow assign and rollback from the dashboard, with the bearer token in dashboard.token (data dir, mode 0600). Default: read-only.', example: 'false' },
   { key: 'dashboard-host', kind: 'list', env: 'IMGMESH_DASHBOARD_HOST', help: 'Host names the dashboard answers to besides IP addresses, localhost and this host\'s name (DNS-rebinding guard).', example: '[imgmesh.example.org]' },

@@ -96,3 +96,33 @@ test('a node without the cluster key cannot join', { timeout: 60_000 }, async ()
   assert.match(r.stderr, /no image named sample/)
   await agents.stop('outsider')
 })
+
+test('two nodes publishing the same number concurrently converge on the earlier capture, and show the conflict', { timeout: 90_000 }, async () => {
+  const trustA = agents.publishers.get('a')!
+  await agents.init('p1', { clusterKey, trust: [trustA] })
+  await agents.init('p2', { clusterKey, trust: [trustA] })
+  for (const [n, other] of [['p1', 'p2'], ['p2', 'p1']]) {
+    await imgmesh(['keys', 'trust', agents.publishers.get(n)!, '--data-dir', agents.dataDir(n)])
+    await imgmesh(['keys', 'trust', agents.publishers.get(other)!, '--data-dir', agents.dataDir(n)])
+  }
+  // Apart: each publishes conc@1 without seeing the other.
+  await agents.start('p1')
+  await agents.start('p2')
+  for (const n of ['p1', 'p2']) {
+    const dir = join(work, `conc-${n}`)
+    await makeSampleTree(dir, { bytes: 64 * 1024, seed: n === 'p1' ? 41 : 42 })
+    const r = await imgmeshJson<{ version: number }>(['capture', dir, '--image', 'conc', '--no-default-excludes', '--data-dir', agents.dataDir(n)])
+    assert.equal(r.version, 1)
+  }
+  const cidOf = async (n: string): Promise<string> => (await imgmeshJson<{ cid: string }>(['show', 'conc@1', '--data-dir', agents.dataDir(n)])).cid
+  const first = await cidOf('p1')
+  assert.notEqual(first, await cidOf('p2'))
+  // Together: the heads exchange resolves it the same way on both.
+  await agents.stop('p2')
+  await agents.start('p2', { bootstrap: [agents.agents.get('p1')!.addr] })
+  await waitFor('p2 converges on p1\'s version', async () => (await cidOf('p2')) === first, 20_000)
+  const s = await imgmeshJson<{ conflicts: Array<{ image: string, kept: string }> }>(['status', '--data-dir', agents.dataDir('p2')])
+  assert.ok(s.conflicts.some(c => c.image === 'conc' && c.kept === first))
+  await agents.stop('p1')
+  await agents.stop('p2')
+})

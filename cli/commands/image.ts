@@ -2,6 +2,7 @@
 import type { Argv } from 'yargs'
 import { ImageStore, parseImageSpec } from '../../node/image/image-store.ts'
 import { capture } from '../../node/image/capture.ts'
+import { captureBlock } from '../../node/image/block-capture.ts'
 import { diffVersions } from '../../node/image/version-diff.ts'
 import { pruneVersions } from '../../node/image/retention.ts'
 import { DEFAULT_CAPTURE_EXCLUDES, readExcludeFile } from '../../node/tree/exclude.ts'
@@ -18,8 +19,9 @@ export async function collectExcludes (args: { exclude?: string[], excludeFrom?:
 
 export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   return y
-    .command('capture <src>', 'capture a directory tree as the next version of an image', (c) => c
-      .positional('src', { type: 'string', demandOption: true, describe: 'directory to capture (a golden client\'s root or an image tree)' })
+    .command('capture [src]', 'capture a directory tree (or, with --block, a disk) as the next version of an image', (c) => c
+      .positional('src', { type: 'string', describe: 'directory to capture (a golden client\'s root or an image tree)' })
+      .option('block', { type: 'string', describe: 'capture this block device or disk-image file instead of a directory (SRC not needed)' })
       .option('image', { type: 'string', demandOption: true, describe: 'image name' })
       .option('exclude', { type: 'string', array: true, describe: 'rsync-style pattern to leave out (anchored at SRC when it starts with /)' })
       .option('exclude-from', { type: 'string', array: true, describe: 'file of exclude patterns, one per line' })
@@ -29,11 +31,17 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('publish', { type: 'boolean', default: true, describe: 'announce the new version through the running agent (--no-publish to keep it local)' }),
     async (a) => {
       const store = await ImageStore.open(a.dataDir)
+      // With an agent up, learn the newest numbers from the swarm first, so numbers rarely collide.
+      const running = await ControlClient.find(a.dataDir)
+      if (running !== null) await running.call('sync').catch(() => {})
       const progress = new ProgressLine(a.json)
       let files = 0
       let bytes = 0
-      const r = await capture(store, {
-        source: a.src,
+      if (a.src === undefined && a.block === undefined) throw new ImgmeshError('EBADARG', 'capture needs SRC (a directory) or --block DEVICE_OR_FILE')
+      const r = a.block !== undefined
+        ? await captureBlock(store, { device: a.block, image: a.image, message: a.message, allowEmpty: a.allowEmpty, onProgress: (p) => { progress.update(`capturing ${p.path} ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}`) } })
+        : await capture(store, {
+        source: a.src ?? '',
         image: a.image,
         excludes: await collectExcludes(a),
         defaultExcludes: a.defaultExcludes,

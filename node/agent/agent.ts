@@ -362,6 +362,7 @@ export class Agent {
       versions: await this.held(),
       deploys,
       updates: await this.updates.status(),
+      conflicts: this.versions.conflicts,
       assignments: this.updates.list(),
       traffic: { sent: this.exchange.bytesSent, received: this.exchange.bytesReceived, blocksServed: this.exchange.blocksServed, blocksFetched: this.exchange.blocksFetched, badBlocks: this.exchange.badBlocks, rejectedAnnouncements: this.versions.rejected, rejectedAssignments: this.updates.rejected }
     }
@@ -386,6 +387,7 @@ export class Agent {
         policy: String(b.policy) as Policy,
         ...(b.at === undefined || b.at === null ? {} : { at: String(b.at) })
       }),
+      sync: async () => { await this.versions.syncAll(); return {} },
       fetch: async (b, events) => {
         const fetcher = await this.fetch(await this.resolve(String(b.spec)))
         const timer = setInterval(() => { events.event({ type: 'progress', ...fetcher.progress() }) }, 500)

@@ -12,6 +12,7 @@ import type { ImageStore } from '../image/image-store.ts'
 import { HEADS_PROTOCOL, exchangeHeads, verifyHead, versionCidOf, type Head, type HeadsMessage } from '../../protocols/heads/heads.ts'
 import { ANNOUNCE_TOPIC, checkAnnouncement, encodeAnnouncement, signAnnouncement } from '../../protocols/announce/announce.ts'
 import { decodeVersion, type SignedVersion } from '../../protocols/version.ts'
+import { DAG_CBOR_CODE } from '../store/cid.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('versions')
@@ -19,12 +20,24 @@ const HEADS_TIMEOUT_MS = 10_000
 
 export interface LearntVersion { cid: CID, version: SignedVersion, from: string, via: 'heads' | 'gossip' }
 
+/** Order of two versions with the same number: earlier capture first, then smaller CID. */
+export function versionOrder (createdA: string, cidA: string, createdB: string, cidB: string): number {
+  const ta = Date.parse(createdA)
+  const tb = Date.parse(createdB)
+  if (ta !== tb) return ta - tb
+  return cidA < cidB ? -1 : cidA > cidB ? 1 : 0
+}
+
+export interface VersionConflict { image: string, number: number, kept: string, refused: string, refusedAuthor: string, at: string }
+
 export class VersionSync {
   private readonly libp2p: SwarmLibp2p
   private readonly store: ImageStore
   private readonly topic: string
   private readonly onLearnt: (v: LearntVersion) => void
   rejected = 0
+  /** Concurrent publishes of the same number seen by this node (newest last). */
+  readonly conflicts: VersionConflict[] = []
 
   constructor (libp2p: SwarmLibp2p, store: ImageStore, clusterId: string, onLearnt: (v: LearntVersion) => void) {
     this.libp2p = libp2p
@@ -120,7 +133,21 @@ export class VersionSync {
     const known = await this.store.refs.get(image, number)
     if (known !== null) {
       const cid = versionCidOf(bytes)
-      if (known.toString() !== cid.toString()) log.warn('two different versions carry the same number; keeping the first', { image, number, kept: known.toString(), refused: cid.toString(), from })
+      if (known.toString() === cid.toString()) return
+      // Two publishers made the same number concurrently. Every node keeps the same one: the
+      // earlier capture (then the smaller CID); the other is refused everywhere, and shown.
+      const mine = await this.store.getVersion(known)
+      const incomingWins = versionOrder(decoded.body.created, cid.toString(), mine.body.created, known.toString()) < 0
+      const kept = incomingWins ? cid : known
+      const refused = incomingWins ? known : cid
+      const refusedAuthor = incomingWins ? mine.body.author : decoded.body.author
+      this.conflicts.push({ image, number, kept: kept.toString(), refused: refused.toString(), refusedAuthor, at: new Date().toISOString() })
+      if (this.conflicts.length > 100) this.conflicts.shift()
+      log.warn('two versions carry the same number; the earlier capture wins', { image, number, kept: kept.toString(), refused: refused.toString(), from })
+      if (!incomingWins) return
+      await this.store.blocks.put(bytes, DAG_CBOR_CODE)
+      await this.store.refs.replace(image, number, cid)
+      this.onLearnt({ cid, version: decoded, from, via })
       return
     }
     const { cid, version } = await this.store.importVersion(bytes)

@@ -57,6 +57,14 @@ export class Refs {
     return true
   }
 
+  /** Points a number at another version (a concurrent publish resolved in its favour). */
+  async replace (image: string, number: number, cid: CID): Promise<void> {
+    const file = this.file(image)
+    const raw = (await readJson<RefFile>(file)) ?? { image, versions: {} }
+    raw.versions[String(number)] = cid.toString()
+    await writeJson(file, raw)
+  }
+
   async remove (image: string, number?: number): Promise<number> {
     const file = this.file(image)
     const raw = await readJson<RefFile>(file)

@@ -113,6 +113,8 @@ test('the dashboard shows every node and a deploy moving to done, with no reques
     await page.waitForSelector('#images [data-image="sample"] tr[data-version="1"] .chip', { timeout: 20_000 })
     assert.ok(await page.locator('#chart #aggregate').count() === 1, 'no aggregate throughput line')
 
+    // Let the rates settle so the screenshot shows the whole transfer on the chart.
+    await page.waitForFunction(() => (globalThis as unknown as { document: { getElementById: (id: string) => { textContent: string | null } | null } }).document.getElementById('t-down')?.textContent === '0 B/s', undefined, { timeout: 15_000 }).catch(() => {})
     await mkdir(RESULTS, { recursive: true })
     await page.screenshot({ path: join(RESULTS, 'operator-dashboard.png'), fullPage: true })
     assert.deepEqual(errors, [], `page errors: ${errors.join('; ')}`)

@@ -201,7 +201,9 @@ test('doctor: a missing or unsafe data dir fails with the fix; Node version verd
 test('doctor with a running agent: peers and clock offsets through the agent', { timeout: 60_000 }, async () => {
   const swarm = new OperatorSwarm(join(work, 'swarm'))
   try {
-    const a = await swarm.add('a', { operator: { statusIntervalMs: 500 } })
+    const conf = join(work, 'running.yaml')
+    await writeFile(conf, 'mdns: false\n')
+    const a = await swarm.add('a', { operator: { statusIntervalMs: 500, configFile: conf } })
     const b = await swarm.add('b', { operator: { statusIntervalMs: 500 } })
     await waitUntil('a hears b', () => a.surface.gossip.nodes().length === 2)
     const checks = await runDoctor({ dataDir: a.agent.store.dataDir, minFreeBytes: 0, checkPathNode: false })
@@ -209,6 +211,9 @@ test('doctor with a running agent: peers and clock offsets through the agent', {
     assert.match(find(checks, 'peers').detail, /^1 connected/)
     assert.equal(find(checks, 'clock').status, 'ok', formatChecks(checks).join('\n'))
     assert.match(find(checks, 'clock').detail, /of 1 peer/)
+    // Without --config, doctor checks the file the running agent was started with.
+    assert.equal(find(checks, 'config').status, 'ok')
+    assert.match(find(checks, 'config').detail, /running\.yaml: 1 option/)
     const json = await cli(['doctor', '--data-dir', b.agent.store.dataDir, '--min-free', '0', '--json'])
     const parsed = JSON.parse(json.stdout) as { ok: boolean, checks: Check[] }
     assert.equal(parsed.ok, true, json.stdout)

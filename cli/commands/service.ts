@@ -51,6 +51,7 @@ export async function startOperatorForArgs (agent: Agent, a: OperatorArgs & { gr
     ...(a.dashboardHost === undefined ? {} : { dashboardHosts: a.dashboardHost }),
     ...(a.metrics === undefined ? {} : { metrics: a.metrics }),
     ...(a.group === undefined ? {} : { groups: a.group }),
+    ...(a.config === undefined ? {} : { configFile: a.config }),
     statusIntervalMs: Math.round(a.statusInterval * 1000)
   })
   if (surface.dashboard !== null) {

@@ -15,7 +15,7 @@ import { clusterKeyId, loadClusterKey } from '../swarm/cluster-key.ts'
 import { TrustList } from '../keys/trust.ts'
 import { CLUSTER_KEY, PEER_KEY } from '../agent/node-identity.ts'
 import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from './agent-config.ts'
-import { queryLocalApi, type NodeEntry } from './local-api.ts'
+import { queryLocalApi, type NodeEntry, type OperatorInfo } from './local-api.ts'
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip'
 export interface Check { check: string, status: CheckStatus, detail: string, fix?: string }
@@ -176,7 +176,10 @@ async function diskCheck (dataDir: string, minFree: number): Promise<Check> {
 export async function runDoctor (opts: DoctorOptions): Promise<Check[]> {
   const checks: Check[] = [nodeVersionCheck()]
   if (opts.checkPathNode !== false) checks.push(pathNodeCheck())
-  checks.push(await configCheck(opts.config ?? DEFAULT_AGENT_CONFIG, opts.config !== undefined))
+  // Without --config: the file the running agent was started with, else the default path.
+  const running = opts.config === undefined ? await queryLocalApi<OperatorInfo>(opts.dataDir, 'info', 1000) : null
+  const config = opts.config ?? running?.config ?? undefined
+  checks.push(await configCheck(config ?? DEFAULT_AGENT_CONFIG, config !== undefined))
   const dd = await dataDirChecks(opts.dataDir)
   checks.push(...dd.checks)
   if (dd.initialised) checks.push(...await agentChecks(opts.dataDir, opts.maxSkewMs ?? 2000))

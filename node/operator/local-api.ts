@@ -10,7 +10,7 @@ import type { StatusGossip, NodeEntry } from './status-gossip.ts'
 
 export const OPERATOR_SOCKET = 'operator.sock'
 
-export interface OperatorInfo { peer: string, dashboard: string | null, metrics: string | null, statusIntervalMs: number }
+export interface OperatorInfo { peer: string, dashboard: string | null, metrics: string | null, statusIntervalMs: number, config: string | null }
 
 export async function startLocalApi (dataDir: string, gossip: StatusGossip, info: () => OperatorInfo): Promise<{ stop: () => Promise<void> }> {
   const path = join(dataDir, OPERATOR_SOCKET)

@@ -30,6 +30,8 @@ export interface OperatorOptions {
   statusIntervalMs?: number
   /** When a silent node leaves the table (ms, default max(30 s, 6 intervals)). */
   statusExpireMs?: number
+  /** The config file the agent was started with (told to `imgmesh doctor`). */
+  configFile?: string
 }
 
 export interface OperatorSurface {
@@ -70,7 +72,7 @@ export async function startOperatorSurface (agent: Agent, opts: OperatorOptions 
         ...(metrics === null ? {} : { metrics })
       })
     }
-    local = await startLocalApi(agent.store.dataDir, gossip, () => ({ peer: agent.identity.peerId, dashboard: dashboard?.url ?? null, metrics: metricsServer?.url ?? (dashboard === null ? null : dashboard.url + 'metrics'), statusIntervalMs: gossip.intervalMs }))
+    local = await startLocalApi(agent.store.dataDir, gossip, () => ({ peer: agent.identity.peerId, dashboard: dashboard?.url ?? null, metrics: metricsServer?.url ?? (dashboard === null ? null : dashboard.url + 'metrics'), statusIntervalMs: gossip.intervalMs, config: opts.configFile ?? null }))
   } catch (err) {
     await stop()
     throw err

@@ -136,7 +136,7 @@ test('a failing or hanging pre-apply hook stops the apply and is reported; the t
   await waitFor('c1 reports the hook timeout', async () => { const s = await status('c1'); return s.updates.state === 'failed' && /did not finish/.test(s.updates.error ?? '') }, 60_000)
   const s = await status('c1')
   assert.equal(s.updates.deployed?.number, 2)
-  assert.equal(await readFile(join(target('c1'), 'etc/motd'), 'utf8'), 'version two\n')
+  assert.equal(await readFile(join(target('c1'), 'etc/motd'), 'utf8'), 'compute nodes only\n') // still v2 with its override
   const v = await imgmesh(['verify', target('c1'), '--data-dir', agents.dataDir('c1')])
   assert.equal(v.code, 0, v.stdout)
 })

@@ -9,7 +9,7 @@ import type { BigIntStats } from 'node:fs'
 import type { CID } from 'multiformats/cid'
 import type { ImageStore, ResolvedVersion } from '../image/image-store.ts'
 import type { BlockGetter } from '../store/block-store.ts'
-import { loadTree, nameKey, type DirNode } from '../tree/tree-loader.ts'
+import { loadTree, nameKey, walkTree, entryAt, type DirNode } from '../tree/tree-loader.ts'
 import { ExcludeList } from '../tree/exclude.ts'
 import { entriesEqual, sameContent, type TreeEntry } from '../../protocols/tree.ts'
 import { entryTypeOf, mtimeOf, readXattrs, splitDev, xattrsEqual, joinPath, showPath } from '../tree/entry-metadata.ts'
@@ -251,6 +251,29 @@ class Deployment {
     this.onProgress?.({ files: this.filesDone, bytes: this.result.bytesWritten, totalBytes: this.totalBytes, path: '/' + showPath(rel) })
   }
 
+  /**
+   * Diff mode skips equal subtrees whole; a hard link in one of them must still follow its first
+   * path when that was rewritten elsewhere (and its directory then gets its mtime back).
+   */
+  addSkippedLinks (tree: DirNode): void {
+    const queued = new Set(this.links.map(l => l.rel.toString('latin1')))
+    const dirs = new Set(this.dirs.map(d => d.rel.toString('latin1')))
+    for (const { path, entry } of walkTree(tree)) {
+      if (entry.type !== 'hardlink' || queued.has(path.toString('latin1'))) continue
+      if (!this.written.has(Buffer.from(entry.link ?? new Uint8Array()).toString('latin1'))) continue
+      if (this.excluded(path, false)) continue
+      const slash = path.lastIndexOf(0x2f)
+      const dirRel = slash < 0 ? Buffer.alloc(0) : path.subarray(0, slash)
+      const dir = dirRel.length === 0 ? this.root : joinPath(this.root, dirRel)
+      this.links.push({ entry, rel: path, abs: joinPath(this.root, path), dir, changed: false, check: false })
+      const dirEntry = dirRel.length === 0 ? undefined : entryAt(tree, dirRel)
+      if (dirEntry !== undefined && !dirs.has(dirRel.toString('latin1'))) {
+        dirs.add(dirRel.toString('latin1'))
+        this.dirs.push({ abs: dir, rel: dirRel, entry: dirEntry })
+      }
+    }
+  }
+
   /** Hard links last: their first path is complete by now. */
   async finishLinks (): Promise<void> {
     for (const l of this.links) {
@@ -361,6 +384,7 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
   const targetExists = result.dryRun ? (await lstat(realTarget).catch(() => null)) !== null : true
   await run.syncDir(tree, oldTree ?? undefined, Buffer.from(realTarget), Buffer.alloc(0), targetExists)
   await runLimited(run.tasks, FILE_CONCURRENCY)
+  if (oldTree !== undefined) run.addSkippedLinks(tree)
   await run.finishLinks()
   await run.finishDirs()
   if (!result.dryRun) {

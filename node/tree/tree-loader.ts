@@ -92,3 +92,17 @@ export function treeBlocks (root: DirNode): CID[] {
   for (const child of root.children.values()) out.push(...treeBlocks(child))
   return out
 }
+
+/** The entry at a relative path (components joined by `/`), or undefined. */
+export function entryAt (root: DirNode, path: Uint8Array): TreeEntry | undefined {
+  const parts = Buffer.from(path).toString('latin1').split('/')
+  let node: DirNode | undefined = root
+  for (let i = 0; i < parts.length && node !== undefined; i++) {
+    const key = parts[i]
+    const entry: TreeEntry | undefined = node.entries.find(e => nameKey(e.name) === key)
+    if (entry === undefined) return undefined
+    if (i === parts.length - 1) return entry
+    node = node.children.get(key)
+  }
+  return undefined
+}

@@ -59,6 +59,7 @@ export class VersionFetcher implements BlockGetter {
   bytes = 0
   totalBytes = 0
   private pumping = false
+  private startedAt = Date.now()
 
   constructor (exchange: BlockExchange, store: BlockStore, version: CID, tree: CID, opts: FetcherOptions) {
     this.exchange = exchange
@@ -72,6 +73,7 @@ export class VersionFetcher implements BlockGetter {
 
   /** Loads the tree (from the store, or from peers) and works out which pieces are missing. */
   async prepare (): Promise<void> {
+    const started = Date.now()
     const treeGetter: BlockGetter = {
       get: async (cid) => {
         if (await this.store.has(cid)) return await this.store.get(cid)
@@ -90,6 +92,8 @@ export class VersionFetcher implements BlockGetter {
     const index = new Map<string, number>()
     pieces.forEach((p, i) => index.set(p.cid.toString(), i))
     this.offer = { version: this.version, pieces: pieces.map(p => p.cid), index, have }
+    this.startedAt = Date.now()
+    log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality })
   }
 
   /** Starts asking peers; resolves `done` when every piece is in the store. */
@@ -211,7 +215,7 @@ export class VersionFetcher implements BlockGetter {
 
   private complete (): void {
     this.cleanup()
-    log.info('version fetched', { version: this.version.toString(), bytes: this.bytes })
+    log.info('version fetched', { version: this.version.toString(), bytes: this.bytes, ms: Date.now() - this.startedAt })
     this.finish.resolve()
   }
 

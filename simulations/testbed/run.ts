@@ -189,7 +189,7 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
   const procs = new Set<Proc>()
   const spawn = (req: SpawnRequest): Proc => {
     const cg = req.role === 'server' ? cgServer : cgClients
-    const p = spawnProc({ name: req.name, ns: req.host === null ? null : req.host.ns, cmd: req.cmd, args: req.args, log: join(dir, 'logs', `${req.name}.log`), cgroup: cg?.path ?? null, cwd: req.cwd })
+    const p = spawnProc({ name: req.name, ns: req.host === null ? null : req.host.ns, cmd: req.cmd, args: req.args, log: join(dir, 'logs', `${req.name}.log`), cgroup: cg?.path ?? null, cwd: req.cwd, env: req.env === undefined ? undefined : { ...process.env, ...req.env } })
     procs.add(p)
     return p
   }

@@ -1,40 +1,255 @@
 /**
- * imgmesh: the slot for the imgmesh agent. Not available yet: run() throws TransportUnavailable,
- * which the testbed reports as "skipped" while the other transports run.
+ * imgmesh: one agent per host, the image captured on h0, every client deploys at once.
  *
- * What run(ctx) must do when the agent exists (same contract as rsync.ts, see types.ts):
+ * Setup (before t0, like the rsync daemon or the torrent seeder; its time goes to setupMs):
+ *   1. every host's data dir is initialised in this process (node/agent/node-identity.ts, what
+ *      `imgmesh init` does): h0 makes the cluster key and its publisher key, every client joins
+ *      with that cluster key and trusts h0's publisher key;
+ *   2. h0's agent starts (`node cli/imgmesh.ts agent --data-dir D --listen /ip4/<addr>/tcp/4001
+ *      --no-mdns`, in h0's namespace) and prints its multiaddr;
+ *   3. `imgmesh capture <image> --image testbed --no-default-excludes` on h0 stores the image and
+ *      announces it through h0's agent, which super-seeds it (excluded from T, like making the tar
+ *      for the tar transports; reported in the notes);
+ *   4. the client agents start, a few at a time, each bootstrapping to h0 and to the agents
+ *      started before it (`--opt imgmesh.mesh=h0`: to h0 only), and the run waits (bounded)
+ *      until every client is connected to the others and knows the version (heads exchange on
+ *      connect). Agents are long-running daemons on every machine: a formed swarm is their
+ *      normal state when an operator deploys.
+ * t0 = Date.now(); then every client's agent is asked at once to deploy `testbed` into its
+ * target, through its control socket (the request `imgmesh deploy` sends; `--opt
+ * imgmesh.client=cli` runs the CLI process instead, whose Node start-up then counts, 50 of them
+ * at once on the testbed's 2 cores). finishedAt = the deploy's answer (files on disk, written
+ * by the agent); receivedAt = the first progress event with every piece in the store.
+ * End: each agent's status (traffic) is saved in the transport's directory, then ctx.stopAll()
+ * stops every agent by pid.
  *
- *   setup (before t0, like the rsync daemon or the torrent seeder; its time goes to setupMs):
- *     1. a cluster key and a publisher key in ctx.dir, shared by every agent;
- *     2. on every host h of ctx.tb.hosts, in h's namespace (ctx.spawn({ host: h, role: h0 ?
- *        'server' : 'client', ... })), one agent process each:
- *          node cli/imgmesh.ts agent --data-dir <ctx.dir>/<h.name>/data
- *               --listen /ip4/<h.addr>/tcp/4001 --bootstrap /ip4/<h0.addr>/tcp/4001/p2p/<h0 peer id>
- *        (mDNS may stay on: the switch namespace is one LAN);
- *     3. on h0: capture ctx.image.dir as image "testbed" into h0's store
- *          node cli/imgmesh.ts --data-dir <h0 data> capture <ctx.image.dir> --image testbed
- *        (excluded from T, like tar creation for the tar transports; report it in notes);
- *     4. wait (bounded) until every client agent is connected to the swarm (imgmesh peers).
- *   t0 = Date.now(); then on every client at once:
- *          node cli/imgmesh.ts --data-dir <hI data> deploy testbed <ctx.targets[i]>
- *     receivedAt = finishedAt = that command's exit time (files on disk, written by the agent);
- *     a non-zero exit is an error for that client.
- *   end: ctx.stopAll() stops every agent by pid; the framework verifies each target with
- *   rsync -naHAXc and measures wire bytes from the switch counters.
- * Node for the agents: process.execPath (Node 22); one process per host (20 agents in one
- * process starve each other on 2 cores). No tar: needsTar stays false.
+ * Options (--opt imgmesh.KEY=VALUE): client=api|cli, mesh=full|h0, mdns=on|off (default off),
+ * max-in-flight=N, upload-limit=SIZE (e.g. 6M), log=LEVEL (IMGMESH_LOG of the agents, e.g.
+ * info), start-batch=N (agents started at once during setup, default 4), settle=MS (pause after
+ * the mesh formed, default 1000), node-args="..." (extra node flags for the agents, e.g. --cpu-prof).
  */
-import { TransportUnavailable } from './types.ts'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ImageStore } from '../../../node/image/image-store.ts'
+import { initNode } from '../../../node/agent/node-identity.ts'
+import { ControlClient } from '../../../node/control/control-api.ts'
+import { sleep, waitExit } from '../netns.ts'
+import type { Host, Proc } from '../netns.ts'
+import { newOutcomes } from './common.ts'
 import type { Transport, TransportContext, TransportResult } from './types.ts'
 
-async function run (_ctx: TransportContext): Promise<TransportResult> {
-  throw new TransportUnavailable('imgmesh transport not yet available: the agent (imgmesh agent / deploy) is being written')
+const HERE = dirname(fileURLToPath(import.meta.url))
+const REPO = resolve(HERE, '..', '..', '..')
+const CLI = join(REPO, 'cli', 'imgmesh.ts')
+const PORT = 4001
+const IMAGE = 'testbed'
+
+interface AgentHandle {
+  host: Host
+  dataDir: string
+  proc: Proc
+  log: string
+  addr: string
+  client: ControlClient
+}
+
+interface PeersAnswer { peer: string }
+interface StatusAnswer {
+  versions: Array<{ image: string, number: number, percent: number }>
+  traffic: { sent: number, received: number, blocksServed: number, blocksFetched: number }
+}
+interface ProgressEvent { type?: string, have?: number, pieces?: number, done?: boolean }
+
+/** [ns on CPU, ns waiting for a CPU while runnable] of a process (all its threads), from /proc/PID/task/* /schedstat. */
+function schedstat (pid: number): [number, number] {
+  let run = 0
+  let wait = 0
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const f = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(/\s+/)
+        run += Number(f[0])
+        wait += Number(f[1])
+      } catch {}
+    }
+  } catch {}
+  return [run, wait]
+}
+
+function opt (ctx: TransportContext, key: string, fallback: string): string {
+  return ctx.options[key] ?? fallback
+}
+
+/** Waits for the agent's multiaddr line (/ip4/ADDR/tcp/PORT/p2p/ID) in its log. */
+async function agentAddress (ctx: TransportContext, proc: Proc, log: string, host: Host, deadline: number): Promise<string> {
+  const prefix = `/ip4/${host.addr}/tcp/${PORT}/p2p/`
+  for (let i = 0; i < 1200 && Date.now() < deadline; i++) {
+    if (proc.exit !== null) throw new Error(`agent on ${host.name} exited (code ${String(proc.exit.code)}) before it was ready; see ${log}`)
+    if (existsSync(log)) {
+      const line = readFileSync(log, 'utf8').split('\n').find(l => l.startsWith(prefix))
+      if (line !== undefined) return line.trim()
+    }
+    await sleep(100)
+  }
+  throw new Error(`agent on ${host.name} not ready in time; see ${log}`)
+}
+
+async function startAgent (ctx: TransportContext, host: Host, dataDir: string, bootstrap: string[], deadline: number): Promise<AgentHandle> {
+  const args = [
+    ...opt(ctx, 'node-args', '').split(/\s+/).filter(s => s !== ''),
+    CLI, 'agent', '--data-dir', dataDir, '--listen', `/ip4/${host.addr}/tcp/${PORT}`,
+    opt(ctx, 'mdns', 'off') === 'on' ? '--mdns' : '--no-mdns'
+  ]
+  for (const b of bootstrap) args.push('--bootstrap', b)
+  if (ctx.options['max-in-flight'] !== undefined) args.push('--max-in-flight', ctx.options['max-in-flight'])
+  if (ctx.options['upload-limit'] !== undefined) args.push('--upload-limit', ctx.options['upload-limit'])
+  const name = `${host.name}-agent`
+  const env: Record<string, string> = { IMGMESH_LOG_FORMAT: 'json' }
+  if (ctx.options.log !== undefined) env.IMGMESH_LOG = ctx.options.log
+  const proc = ctx.spawn({ name, host, cmd: process.execPath, args, role: host === ctx.tb.server ? 'server' : 'client', cwd: dirname(dataDir), env })
+  const log = join(ctx.dir, 'logs', `${name}.log`)
+  const addr = await agentAddress(ctx, proc, log, host, deadline)
+  const client = await ControlClient.find(dataDir)
+  if (client === null) throw new Error(`agent on ${host.name} printed its address but its control socket does not answer`)
+  return { host, dataDir, proc, log, addr, client }
+}
+
+/**
+ * Polls until every client agent is connected to every agent in `mesh` (besides itself) and knows
+ * the image, dialling missing peers through the agents' control sockets (a bootstrap dial can
+ * fail on a loaded machine and is retried by libp2p only below 4 connections), or until the
+ * deadline. Returns a note.
+ */
+async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadline: number): Promise<string> {
+  const started = Date.now()
+  const idOf = (a: AgentHandle): string => a.addr.slice(a.addr.lastIndexOf('/') + 1)
+  let last = ''
+  let lastDial = 0
+  for (let i = 0; i < 1200 && Date.now() < deadline; i++) {
+    const states = await Promise.all(clients.map(async (a) => {
+      try {
+        const [peers, status] = await Promise.all([a.client.call<PeersAnswer[]>('peers'), a.client.call<StatusAnswer>('status')])
+        const have = new Set(peers.map(p => p.peer))
+        return { a, missing: mesh.filter(m => m !== a && !have.has(idOf(m))), knows: status.versions.some(v => v.image === IMAGE) }
+      } catch {
+        return { a, missing: mesh.filter(m => m !== a), knows: false }
+      }
+    }))
+    const missing = states.reduce((n, s) => n + s.missing.length, 0)
+    const knowing = states.filter(s => s.knows).length
+    last = `${missing} missing connection(s), ${knowing}/${clients.length} know the image`
+    if (missing === 0 && knowing === clients.length) return `swarm formed in ${((Date.now() - started) / 1000).toFixed(1)} s`
+    if (Date.now() - lastDial > 3000) {
+      lastDial = Date.now()
+      for (const s of states) for (const m of s.missing) s.a.client.call('dial', { peer: idOf(m) }).catch(() => {})
+    }
+    await sleep(500)
+  }
+  return `swarm not fully formed by t0: ${last}`
+}
+
+async function run (ctx: TransportContext): Promise<TransportResult> {
+  const setupStart = Date.now()
+  const notes: string[] = []
+  const { server, clients } = ctx.tb
+  const setupDeadline = Math.min(ctx.deadline, Date.now() + 300_000 + clients.length * 5000)
+  const mode = opt(ctx, 'client', 'api')
+  if (mode !== 'api' && mode !== 'cli') throw new Error('imgmesh.client must be api or cli')
+  const mesh = opt(ctx, 'mesh', 'full')
+  if (mesh !== 'full' && mesh !== 'h0') throw new Error('imgmesh.mesh must be full or h0')
+  const batch = Math.max(1, Number(opt(ctx, 'start-batch', '4')))
+
+  // 1. identities: h0 founds the cluster, every client joins it and trusts h0's publisher key.
+  const dataDirs = ctx.tb.hosts.map(h => join(ctx.dir, h.name, 'data'))
+  const first = await initNode(await ImageStore.open(dataDirs[0]))
+  for (let i = 1; i < dataDirs.length; i++) {
+    await initNode(await ImageStore.open(dataDirs[i]), { clusterKeyFile: first.clusterKeyFile, trust: [first.publisher] })
+  }
+
+  // 2. h0's agent, 3. the capture on h0 (announced through its agent).
+  const h0 = await startAgent(ctx, server, dataDirs[0], [], setupDeadline)
+  const captureStart = Date.now()
+  const cap = ctx.spawn({
+    name: 'h0-capture',
+    host: server,
+    cmd: process.execPath,
+    args: [CLI, 'capture', ctx.image.dir, '--image', IMAGE, '--no-default-excludes', '--data-dir', dataDirs[0], '--json'],
+    role: 'server'
+  })
+  const capEx = await waitExit(cap, setupDeadline)
+  if (capEx === null || capEx.code !== 0) throw new Error(`capture on h0 failed (${capEx === null ? 'timeout' : `exit ${String(capEx.code ?? capEx.signal)}`}); see ${join(ctx.dir, 'logs', 'h0-capture.log')}`)
+  notes.push(`capture on h0 ${((Date.now() - captureStart) / 1000).toFixed(1)} s (not in T)`)
+
+  // 4. client agents, a few at a time; each bootstraps to h0 and to the agents before it.
+  const agents: AgentHandle[] = []
+  for (let i = 0; i < clients.length; i += batch) {
+    const group = clients.slice(i, i + batch)
+    const known = [h0.addr, ...(mesh === 'full' ? agents.map(a => a.addr) : [])]
+    agents.push(...await Promise.all(group.map(async (h, j) => await startAgent(ctx, h, dataDirs[i + j + 1], known, setupDeadline))))
+  }
+  notes.push(await waitForSwarm(agents, mesh === 'full' ? [h0, ...agents] : [h0], Math.min(setupDeadline, Date.now() + 30_000 + 500 * clients.length)))
+  await sleep(Number(opt(ctx, 'settle', '1000')))
+  const setupMs = Date.now() - setupStart
+
+  // t0: every client deploys at once.
+  const outcomes = newOutcomes(ctx)
+  const all = [h0, ...agents]
+  const loadAt0 = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
+  const sched0 = all.map(a => schedstat(a.proc.pid))
+  const sched1: Array<[number, number]> = sched0.map(() => [0, 0])
+  const t0 = Date.now()
+  await Promise.all(agents.map(async (a, i) => {
+    const out = outcomes[i]
+    const target = ctx.targets[i]
+    if (mode === 'cli') {
+      const p = ctx.spawn({ name: `${a.host.name}-deploy`, host: a.host, cmd: process.execPath, args: [CLI, 'deploy', IMAGE, target, '--data-dir', a.dataDir, '--json'], role: 'client' })
+      const ex = await waitExit(p, ctx.deadline)
+      if (ex === null) { out.error = 'timeout'; return }
+      if (ex.code !== 0) { out.error = `imgmesh deploy exited ${String(ex.code ?? ex.signal)}`; return }
+      out.receivedAt = ex.at
+      out.finishedAt = ex.at
+      return
+    }
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error('timeout')) }, Math.max(0, ctx.deadline - Date.now())) })
+    try {
+      await Promise.race([late, a.client.call('deploy', { spec: IMAGE, target, excludes: [], dryRun: false, delete: true }, (e) => {
+        const ev = e as ProgressEvent
+        if (out.receivedAt === null && ev.pieces !== undefined && ev.pieces > 0 && ev.have === ev.pieces) out.receivedAt = Date.now()
+      })])
+      out.finishedAt = Date.now()
+      out.receivedAt ??= out.finishedAt
+      sched1[i + 1] = schedstat(a.proc.pid)
+    } catch (err) {
+      out.error = (err as Error).message
+    } finally {
+      clearTimeout(timer)
+    }
+  }))
+
+  sched1[0] = schedstat(h0.proc.pid)
+  // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
+  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9 }))
+  const cl = cpu.slice(1).filter(c => c.cpuS > 0)
+  const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
+  notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)
+  // What each agent sent and received, for the write-up.
+  const statuses = await Promise.all(all.map(async (a, i) => {
+    try { return { ...cpu[i], finishedS: i === 0 ? null : (outcomes[i - 1].finishedAt ?? t0) / 1000 - t0 / 1000, ...(await a.client.call<StatusAnswer>('status')).traffic } } catch { return cpu[i] }
+  }))
+  writeFileSync(join(ctx.dir, 'agent-traffic.json'), JSON.stringify(statuses, null, 1) + '\n')
+  const h0Traffic = statuses[0] as { sent?: number }
+  if (h0Traffic.sent !== undefined) notes.push(`h0 agent served ${(h0Traffic.sent / ctx.image.bytes).toFixed(2)} F of block data`)
+  await ctx.stopAll()
+  notes.unshift(`one agent per host, ${mesh === 'full' ? 'full mesh' : 'bootstrap to h0'}, deploy through the ${mode === 'api' ? 'control socket' : 'CLI'}${ctx.options['max-in-flight'] === undefined ? '' : `, max-in-flight ${ctx.options['max-in-flight']}`}${ctx.options['upload-limit'] === undefined ? '' : `, upload-limit ${ctx.options['upload-limit']}`}`)
+  return { t0, clients: outcomes, setupMs, notes }
 }
 
 export const imgmeshTransport: Transport = {
   name: 'imgmesh',
   needsTar: false,
   tools: [],
-  description: 'one imgmesh agent per host, image captured on h0, every client deploys at once (not yet available)',
+  description: 'one imgmesh agent per host, image captured on h0, every client deploys at once',
   run
 }

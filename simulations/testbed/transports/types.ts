@@ -46,6 +46,8 @@ export interface SpawnRequest {
   args: string[]
   role: Role
   cwd?: string
+  /** extra environment variables (added to the testbed's own) */
+  env?: Record<string, string>
 }
 
 export interface TransportContext {

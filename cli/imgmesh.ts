@@ -9,6 +9,7 @@ import { imageCommands } from './commands/image.ts'
 import { targetCommands } from './commands/target.ts'
 import { demoCommand } from './commands/demo.ts'
 import { swarmCommands } from './commands/swarm.ts'
+import { serviceCommands } from './commands/service.ts'
 
 export interface GlobalArgs { dataDir: string, json: boolean, verbose: boolean }
 
@@ -25,6 +26,7 @@ function build (argv: string[]): Argv<GlobalArgs> {
   y = imageCommands(y)
   y = targetCommands(y)
   y = swarmCommands(y)
+  y = serviceCommands(y)
   y = demoCommand(y)
   return y
     .demandCommand(1, 'name a command (see --help)')

@@ -10,6 +10,7 @@ import { ControlClient } from '../../node/control/control-api.ts'
 import { emit, formatBytes, ProgressLine } from '../output.ts'
 import { ImgmeshError } from '../../node/errors.ts'
 import type { GlobalArgs } from '../imgmesh.ts'
+import { agentOperatorOptions, startOperatorForArgs } from './service.ts'
 
 interface StatusJson {
   peerId: string
@@ -63,7 +64,7 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         `peer id    ${id.peerId}`, `publisher  ${id.publisher}`, `cluster    ${id.clusterId}`, ...store.trust.list().map(k => `trusted    ${k}`)
       ])
     })
-    .command('agent', 'run the agent in the foreground: join the swarm, serve and fetch blocks', (c) => c
+    .command('agent', 'run the agent in the foreground: join the swarm, serve and fetch blocks', (c) => agentOperatorOptions(c
       .option('listen', { type: 'string', array: true, describe: 'multiaddr to listen on (default /ip4/0.0.0.0/tcp/4001)' })
       .option('bootstrap', { type: 'string', array: true, describe: 'multiaddr of a peer to join through, ending in /p2p/<peer id>' })
       .option('mdns', { type: 'boolean', default: true, describe: 'find peers on the LAN by mDNS (--no-mdns to turn off)' })
@@ -73,7 +74,7 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('group', { type: 'string', array: true, describe: 'group this node belongs to (assignments name groups); repeat for several, first wins' })
       .option('target', { type: 'string', describe: 'where assigned images are applied (e.g. / for the node\'s own root)' })
       .option('hook-timeout', { type: 'number', default: 300, describe: 'seconds a pre/post-apply hook may run' })
-      .option('keep', { type: 'number', default: 5, describe: 'versions kept per image by the periodic GC (deployed and assigned ones always)' }),
+      .option('keep', { type: 'number', default: 5, describe: 'versions kept per image by the periodic GC (deployed and assigned ones always)' })),
     async (a) => {
       const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api,
         maxInFlight: a.maxInFlight,
@@ -84,11 +85,13 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         keep: a.keep
       })
       for (const addr of agent.addresses()) process.stdout.write(addr + '\n')
+      const operator = await startOperatorForArgs(agent, a).catch(async (err: unknown) => { await agent.stop(); throw err })
       await new Promise<void>((resolve) => {
         const stop = (): void => { process.off('SIGINT', stop); process.off('SIGTERM', stop); resolve() }
         process.on('SIGINT', stop)
         process.on('SIGTERM', stop)
       })
+      await operator.stop()
       await agent.stop()
     })
     .command('status', 'what the agent of this data dir is doing', () => {}, async (a) => {

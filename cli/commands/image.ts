@@ -8,6 +8,12 @@ import { pruneVersions } from '../../node/image/retention.ts'
 import { DEFAULT_CAPTURE_EXCLUDES, readExcludeFile } from '../../node/tree/exclude.ts'
 import { ImgmeshError } from '../../node/errors.ts'
 import { ControlClient } from '../../node/control/control-api.ts'
+import { resolve as resolvePath } from 'node:path'
+import { realpath } from 'node:fs/promises'
+import { CID } from 'multiformats/cid'
+import { deploy, type DeployResult } from '../../node/target/deploy.ts'
+import { readTargetState, writeTargetState } from '../../node/target/target-state.ts'
+import { recordCheckout } from '../../node/image/checkout.ts'
 import { emit, formatBytes, ProgressLine } from '../output.ts'
 import type { GlobalArgs } from '../imgmesh.ts'
 
@@ -61,6 +67,43 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         r.created
           ? `${r.image}@${r.version} ${r.cid} (${r.files} files, ${formatBytes(r.bytes)}, ${formatBytes(r.newBytes)} new)`
           : `${r.image}@${r.version} ${r.cid} unchanged (nothing new stored)`)
+    })
+    .command('checkout <spec> <dir>', 'materialise a version in DIR for editing (chroot-able); commit it back with imgmesh commit', (c) => c
+      .positional('spec', { type: 'string', demandOption: true })
+      .positional('dir', { type: 'string', demandOption: true }), async (a) => {
+      const dir = resolvePath(a.dir)
+      const agent = await ControlClient.find(a.dataDir)
+      const r = agent !== null
+        ? await agent.call<DeployResult>('deploy', { spec: a.spec, target: dir })
+        : await (async () => { const st = await ImageStore.open(a.dataDir); return await deploy(st, await st.resolve(a.spec), { target: dir }) })()
+      const store = await ImageStore.open(a.dataDir)
+      const version = await store.getVersion(CID.parse(r.cid))
+      const files = await recordCheckout(store, version.body.image, r.target, version.body.tree)
+      emit(a, { image: r.image, version: r.version, cid: r.cid, dir: r.target, files }, () => `checked out ${r.image}@${r.version} in ${r.target}; edit it (chroot ${r.target}), then: imgmesh commit ${a.dir} --image ${r.image}`)
+    })
+    .command('commit <dir>', 'capture a checked-out DIR as the next version, based on the version checked out', (c) => c
+      .positional('dir', { type: 'string', demandOption: true })
+      .option('image', { type: 'string', demandOption: true, describe: 'image name' })
+      .option('message', { alias: 'm', type: 'string', default: '', describe: 'description of the version' })
+      .option('publish', { type: 'boolean', default: true, describe: 'announce it through the running agent' }), async (a) => {
+      const store = await ImageStore.open(a.dataDir)
+      const dir = resolvePath(a.dir)
+      const state = await readTargetState(store.targetsDir, await realpath(dir).catch(() => dir))
+      if (state.deployed === undefined || state.deployed.image !== a.image) {
+        throw new ImgmeshError('EBADARG', `${a.dir} is not a checkout of ${a.image} (imgmesh checkout ${a.image} ${a.dir} first, or use capture)`)
+      }
+      const running = await ControlClient.find(a.dataDir)
+      if (running !== null) await running.call('sync').catch(() => {})
+      const r = await capture(store, { source: dir, image: a.image, base: state.deployed.cid, defaultExcludes: false, message: a.message })
+      // The directory now is the new version: the next commit builds on it.
+      if (r.created) {
+        const realDir = await realpath(dir)
+        await writeTargetState(store.targetsDir, { target: realDir, deployed: { image: r.image, number: r.version, cid: CID.parse(r.cid), tree: CID.parse(r.tree), at: new Date().toISOString(), excludes: [] }, previous: state.deployed })
+      }
+      let published = false
+      if (r.created && a.publish && running !== null) { await running.call('publish', { spec: `${r.image}@${r.version}` }); published = true }
+      emit(a, { image: r.image, version: r.version, cid: r.cid, created: r.created, published, base: state.deployed.number, files: r.files, hashedFiles: r.hashedFiles, newBytes: r.newBytes }, () =>
+        r.created ? `${r.image}@${r.version} ${r.cid} (from @${state.deployed!.number}; ${r.hashedFiles} of ${r.files} files rehashed, ${formatBytes(r.newBytes)} new)` : `${a.dir} is unchanged from ${r.image}@${r.version}`)
     })
     .command('images', 'list the images in the store', () => {}, async (a) => {
       const store = await ImageStore.open(a.dataDir)

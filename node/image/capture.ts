@@ -18,6 +18,7 @@ import { nativeFs } from '../native/fsx.ts'
 import { baseEntry, entryTypeOf, readXattrs, splitDev, joinPath, showPath, xattrsEqual } from '../tree/entry-metadata.ts'
 import { nameKey, type DirNode } from '../tree/tree-loader.ts'
 import { readJson, writeJson } from '../store/json-file.ts'
+import { captureCacheFile } from './checkout.ts'
 import { ImgmeshError, isErrno, fsError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
@@ -36,6 +37,11 @@ export interface CaptureOptions {
   message?: string
   /** Create a version even when the tree is identical to the newest one. */
   allowEmpty?: boolean
+  /**
+   * The version this capture builds on (a checkout being committed): its tree is the base for
+   * reusing unchanged files and it becomes the parent. Default: the newest version of the image.
+   */
+  base?: CID
   chunking?: ChunkingOptions
   onProgress?: (p: CaptureProgress) => void
 }
@@ -93,18 +99,19 @@ export async function capture (store: ImageStore, opts: CaptureOptions): Promise
   if (dataDir.startsWith(source + '/') || source === '/') patterns.push(source === '/' ? dataDir : dataDir.slice(source.length))
 
   const head = await store.refs.head(opts.image)
+  const prevRef = opts.base === undefined ? head : { cid: opts.base, number: (await store.getVersion(opts.base)).body.number }
   let prevTree: DirNode | null = null
   let prevCid: CID | null = null
   let prevTreeCid: CID | null = null
   let prevRoot: RootAttributes | null = null
-  if (head !== null) {
-    prevCid = head.cid
-    const prev = await store.getVersion(head.cid)
+  if (prevRef !== null) {
+    prevCid = prevRef.cid
+    const prev = await store.getVersion(prevRef.cid)
     prevTreeCid = prev.body.tree
     prevRoot = prev.body.root
     try { prevTree = await store.loadTree(prev.body.tree) } catch (err) { log.warn('previous tree unavailable, hashing every file', { error: (err as Error).message }) }
   }
-  const cacheFile = join(store.dataDir, 'captures', `${opts.image}.json`)
+  const cacheFile = captureCacheFile(store, opts.image, source)
   const cache = await readJson<CaptureCache>(cacheFile)
   const oldCache = cache !== null && cache.source === source && prevTreeCid !== null && cache.tree === prevTreeCid.toString() ? cache.files : {}
 
@@ -127,10 +134,10 @@ export async function capture (store: ImageStore, opts: CaptureOptions): Promise
   const rootEntry = baseEntry(new Uint8Array(), 'dir', await lstat(source, { bigint: true }), readXattrs(Buffer.from(source)))
   const root: RootAttributes = { mode: rootEntry.mode, uid: rootEntry.uid, gid: rootEntry.gid, mtimeSec: rootEntry.mtimeSec, mtimeNsec: rootEntry.mtimeNsec, xattrs: rootEntry.xattrs }
 
-  if (head !== null && prevTreeCid !== null && prevTreeCid.equals(tree) && prevRoot !== null && rootsEqual(prevRoot, root) && opts.allowEmpty !== true) {
+  if (prevRef !== null && prevTreeCid !== null && prevTreeCid.equals(tree) && prevRoot !== null && rootsEqual(prevRoot, root) && opts.allowEmpty !== true) {
     await writeJson(cacheFile, { source, tree: tree.toString(), files: walk.newCache })
     return {
-      image: opts.image, version: head.number, cid: head.cid.toString(), tree: tree.toString(), created: false,
+      image: opts.image, version: prevRef.number, cid: prevRef.cid.toString(), tree: tree.toString(), created: false,
       files: walk.stats.files, entries: walk.stats.entries, bytes: walk.stats.bytes, newBytes: newBytesBeforeVersion,
       hashedFiles: walk.stats.hashedFiles, warnings: walk.warnings
     }

@@ -308,7 +308,17 @@ export class Agent {
       if (busy.some(done => !done)) return { versionsRemoved: 0, blocksRemoved: 0, bytes: 0 }
     }
     const pinned = this.updates.list().map(a => a.number === undefined ? { image: a.image } : { image: a.image, number: a.number })
+    const before = new Map<string, CID>()
+    for (const image of await this.store.refs.images()) for (const v of await this.store.refs.versions(image)) before.set(`${image}@${v.number}`, v.cid)
     const pruned = await pruneVersions(this.store, keep, pinned)
+    // No longer held: stop re-providing (kad-dht re-provides what we provided until then).
+    for (const v of pruned.removed) {
+      const cid = before.get(`${v.image}@${v.number}`)
+      if (cid === undefined) continue
+      this.providers.delete(cid.toString())
+      this.fetchers.delete(cid.toString())
+      await this.swarm.libp2p.contentRouting.cancelReprovide(cid).catch(() => {})
+    }
     const r = await this.store.gc()
     for (const v of pruned.removed) log.info('dropped version', v)
     this.complete.clear()

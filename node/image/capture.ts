@@ -3,13 +3,13 @@
  * chunks, reusing the previous version's chunk lists for files whose stat did not change, and
  * record the result as the next signed version of the image.
  */
-import { lstat, open, readdir, readlink, realpath } from 'node:fs/promises'
-import { constants } from 'node:fs'
+import { lstat, open, readdir, realpath } from 'node:fs/promises'
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, readlinkSync } from 'node:fs'
 import type { BigIntStats } from 'node:fs'
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { ImageStore } from './image-store.ts'
-import { Chunker, DEFAULT_CHUNKING, type ChunkingOptions } from '../chunk/chunker.ts'
+import { Chunker, DEFAULT_CHUNKING, chunkBytes, type ChunkingOptions } from '../chunk/chunker.ts'
 import { ExcludeList, DEFAULT_CAPTURE_EXCLUDES } from '../tree/exclude.ts'
 import { encodeTree, compareNames, type TreeEntry, type Segment } from '../../protocols/tree.ts'
 import { DAG_CBOR_CODE } from '../store/cid.ts'
@@ -28,6 +28,16 @@ const log = createLogger('capture')
 export const INLINE_MAX = 512
 const READ_SIZE = 1024 * 1024
 const FILE_CONCURRENCY = 4
+/**
+ * Metadata calls (lstat, readlink) and files up to this size are read with synchronous calls:
+ * on the 2-core test machine a round trip through the libuv thread pool cost 50-100 µs against
+ * 10 µs for the lstat itself, and a small file took five of them (open, read, fstat, close, plus
+ * the block writes). Larger files keep asynchronous 1 MiB reads, several files at a time, so
+ * the disk sees parallel reads where it matters. See docs/benchmarks.md.
+ */
+const SYNC_READ_MAX = READ_SIZE
+/** The walk gives the event loop a turn at least this often (ms), since it runs synchronous calls. */
+const YIELD_EVERY_MS = 10
 
 export interface CaptureOptions {
   source: string
@@ -43,6 +53,8 @@ export interface CaptureOptions {
    */
   base?: CID
   chunking?: ChunkingOptions
+  /** Files up to this many bytes are kept in their tree block (default INLINE_MAX; for measurements). */
+  inlineMax?: number
   onProgress?: (p: CaptureProgress) => void
 }
 
@@ -73,6 +85,7 @@ interface Walk {
   rootDev: bigint
   excludes: ExcludeList
   chunking: ChunkingOptions
+  inlineMax: number
   hardlinks: Map<string, Buffer>
   oldCache: Record<string, CacheRecord>
   newCache: Record<string, CacheRecord>
@@ -80,6 +93,17 @@ interface Walk {
   stats: { files: number, dirs: number, entries: number, bytes: number, chunks: number, chunkBytes: number, hashedFiles: number }
   warnings: string[]
   onProgress?: (p: CaptureProgress) => void
+  lastYield: number
+  /** Read buffer of the synchronous small-file path (one file at a time, its chunks stored before the next read). */
+  readBuf: Buffer
+}
+
+/** Lets timers and I/O callbacks run when the walk has held the event loop for a while. */
+async function pace (walk: Walk): Promise<void> {
+  const now = performance.now()
+  if (now - walk.lastYield < YIELD_EVERY_MS) return
+  await new Promise<void>(resolve => setImmediate(resolve))
+  walk.lastYield = performance.now()
 }
 
 export async function capture (store: ImageStore, opts: CaptureOptions): Promise<CaptureResult> {
@@ -121,13 +145,16 @@ export async function capture (store: ImageStore, opts: CaptureOptions): Promise
     rootDev: rootStat.dev,
     excludes: new ExcludeList(patterns),
     chunking: opts.chunking ?? DEFAULT_CHUNKING,
+    inlineMax: opts.inlineMax ?? INLINE_MAX,
     hardlinks: new Map(),
     oldCache,
     newCache: {},
     chunks: new Set(),
     stats: { files: 0, dirs: 0, entries: 0, bytes: 0, chunks: 0, chunkBytes: 0, hashedFiles: 0 },
     warnings: [],
-    onProgress: opts.onProgress
+    onProgress: opts.onProgress,
+    lastYield: performance.now(),
+    readBuf: Buffer.allocUnsafeSlow(SYNC_READ_MAX)
   }
   const tree = await captureDir(walk, Buffer.from(source), Buffer.alloc(0), prevTree)
   const newBytesBeforeVersion = store.blocks.bytesAdded - before
@@ -170,9 +197,9 @@ function relLatin1 (rel: Buffer): string {
   return '/' + rel.toString('latin1')
 }
 
-async function lstatOrChanged (abs: Buffer, rel: Buffer): Promise<BigIntStats> {
+function lstatOrChanged (abs: Buffer, rel: Buffer): BigIntStats {
   try {
-    return await lstat(abs, { bigint: true })
+    return lstatSync(abs, { bigint: true })
   } catch (err) {
     if (isErrno(err, 'ENOENT')) throw new ImgmeshError('ESOURCECHANGED', `source changed during capture: /${showPath(rel)} vanished`, { path: showPath(rel) })
     throw fsError(err, 'reading', abs.toString())
@@ -197,7 +224,8 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
   for (const name of names) {
     const childAbs = joinPath(abs, name)
     const childRel = rel.length === 0 ? Buffer.from(name) : joinPath(rel, name)
-    const st = await lstatOrChanged(childAbs, childRel)
+    await pace(walk)
+    const st = lstatOrChanged(childAbs, childRel)
     const type = entryTypeOf(st)
     if (walk.excludes.excludes(relLatin1(childRel), st.isDirectory())) continue
     if (type === null) { walk.warnings.push(`skipped /${showPath(childRel)}: unknown file type`); continue }
@@ -210,7 +238,7 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
         subdirs.push({ entry, abs: childAbs, rel: childRel, st })
         break
       case 'symlink': {
-        entry.link = new Uint8Array(await readlink(childAbs, { encoding: 'buffer' }))
+        entry.link = new Uint8Array(readlinkSync(childAbs, { encoding: 'buffer' }))
         break
       }
       case 'char':
@@ -235,7 +263,10 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
         walk.stats.bytes += Number(st.size)
         entry.size = Number(st.size)
         const prevEntry = prevEntries.get(nameKey(name))
-        fileTasks.push(async () => { await captureFile(walk, entry, childAbs, childRel, st, prevEntry) })
+        fileTasks.push(async () => {
+          await captureFile(walk, entry, childAbs, childRel, st, prevEntry)
+          await pace(walk)
+        })
         break
       }
       default:
@@ -256,7 +287,7 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
 }
 
 async function putTree (walk: Walk, entries: TreeEntry[]): Promise<CID> {
-  const { cid } = await walk.store.blocks.put(encodeTree(entries), DAG_CBOR_CODE)
+  const { cid } = walk.store.blocks.putSync(encodeTree(entries), DAG_CBOR_CODE)
   return cid
 }
 
@@ -285,56 +316,108 @@ async function captureFile (walk: Walk, entry: TreeEntry, abs: Buffer, rel: Buff
     return
   }
   walk.stats.hashedFiles++
-  let fh
+  const size = Number(st.size)
+  if (size <= SYNC_READ_MAX) captureSmallFile(walk, entry, abs, rel, st, size)
+  else await captureLargeFile(walk, entry, abs, rel, st, size)
+  walk.newCache[key] = record
+  walk.onProgress?.({ files: walk.stats.files, bytes: size, path: showPath(rel) })
+}
+
+function openError (err: unknown, rel: Buffer): ImgmeshError {
+  if (isErrno(err, 'ENOENT')) return new ImgmeshError('ESOURCECHANGED', `source changed during capture: /${showPath(rel)} vanished`, { path: showPath(rel) })
+  return fsError(err, 'reading', `/${showPath(rel)}`)
+}
+
+/** Reads buf.length bytes at pos; fewer means the file shrank. */
+function readFully (fd: number, buf: Buffer, pos: number, rel: Buffer): void {
+  let got = 0
+  while (got < buf.length) {
+    const n = readSync(fd, buf, got, buf.length - got, pos + got)
+    if (n === 0) throw changed(rel, 'shrank')
+    got += n
+  }
+}
+
+/**
+ * A file of at most SYNC_READ_MAX bytes, read whole into the walk's buffer with synchronous
+ * calls, then inlined or chunked and stored (putSync) before anything else runs.
+ */
+function captureSmallFile (walk: Walk, entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats, size: number): void {
+  let fd: number
   try {
-    fh = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW)
+    fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW)
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) throw new ImgmeshError('ESOURCECHANGED', `source changed during capture: /${showPath(rel)} vanished`, { path: showPath(rel) })
-    throw fsError(err, 'reading', `/${showPath(rel)}`)
+    throw openError(err, rel)
   }
   try {
-    const size = Number(st.size)
-    if (size <= INLINE_MAX) {
+    if (size <= walk.inlineMax) {
       const buf = Buffer.alloc(size)
-      let got = 0
-      while (got < size) {
-        const { bytesRead } = await fh.read(buf, got, size - got, got)
-        if (bytesRead === 0) break
-        got += bytesRead
-      }
-      if (got !== size) throw changed(rel, 'shrank')
+      readFully(fd, buf, 0, rel)
       entry.inline = new Uint8Array(buf)
     } else {
       const segments: Segment[] = []
-      const addChunk = async (chunk: Uint8Array): Promise<void> => {
-        const { cid } = await walk.store.blocks.put(chunk)
-        segments.push({ length: chunk.length, cid })
-      }
       let cursor = 0
-      for (const [offset, length] of nativeFs.dataRanges(fh.fd, size)) {
+      for (const [offset, length] of nativeFs.dataRanges(fd, size)) {
         if (offset > cursor) segments.push({ length: offset - cursor })
-        const chunker = new Chunker(walk.chunking)
-        let pos = offset
-        const end = offset + length
-        while (pos < end) {
-          const want = Math.min(READ_SIZE, end - pos)
-          const buf = Buffer.allocUnsafe(want)
-          const { bytesRead } = await fh.read(buf, 0, want, pos)
-          if (bytesRead === 0) throw changed(rel, 'shrank')
-          pos += bytesRead
-          for (const chunk of chunker.push(buf.subarray(0, bytesRead))) await addChunk(chunk)
+        const buf = walk.readBuf.subarray(0, length)
+        readFully(fd, buf, offset, rel)
+        for (const chunk of chunkBytes(buf, walk.chunking)) {
+          const { cid } = walk.store.blocks.putSync(chunk)
+          segments.push({ length: chunk.length, cid })
         }
-        for (const chunk of chunker.finish()) await addChunk(chunk)
-        cursor = end
+        cursor = offset + length
       }
       if (cursor < size) segments.push({ length: size - cursor })
       entry.segments = mergeHoles(segments)
       countChunks(walk, entry.segments)
     }
+    const after = fstatSync(fd, { bigint: true })
+    if (after.size !== st.size || after.mtimeNs !== st.mtimeNs) throw changed(rel, 'was modified')
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** A larger file: asynchronous 1 MiB reads through the streaming chunker. */
+async function captureLargeFile (walk: Walk, entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats, size: number): Promise<void> {
+  let fh
+  try {
+    fh = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW)
+  } catch (err) {
+    throw openError(err, rel)
+  }
+  try {
+    const segments: Segment[] = []
+    // Chunks are views into buf (or copies when they span reads); putSync stores each before
+    // the next read into buf, so one buffer serves the whole file. A plain Uint8Array, not a
+    // Buffer: the chunker keeps the unfinished tail with slice(), which copies a Uint8Array but
+    // only makes a view of a Buffer (the next read would overwrite it).
+    const buf = new Uint8Array(READ_SIZE)
+    const addChunk = (chunk: Uint8Array): void => {
+      const { cid } = walk.store.blocks.putSync(chunk)
+      segments.push({ length: chunk.length, cid })
+    }
+    let cursor = 0
+    for (const [offset, length] of nativeFs.dataRanges(fh.fd, size)) {
+      if (offset > cursor) segments.push({ length: offset - cursor })
+      const chunker = new Chunker(walk.chunking)
+      let pos = offset
+      const end = offset + length
+      while (pos < end) {
+        const want = Math.min(READ_SIZE, end - pos)
+        const { bytesRead } = await fh.read(buf, 0, want, pos)
+        if (bytesRead === 0) throw changed(rel, 'shrank')
+        pos += bytesRead
+        for (const chunk of chunker.push(buf.subarray(0, bytesRead))) addChunk(chunk)
+      }
+      for (const chunk of chunker.finish()) addChunk(chunk)
+      cursor = end
+    }
+    if (cursor < size) segments.push({ length: size - cursor })
+    entry.segments = mergeHoles(segments)
+    countChunks(walk, entry.segments)
     const after = await fh.stat({ bigint: true })
     if (after.size !== st.size || after.mtimeNs !== st.mtimeNs) throw changed(rel, 'was modified')
-    walk.newCache[key] = record
-    walk.onProgress?.({ files: walk.stats.files, bytes: size, path: showPath(rel) })
   } finally {
     await fh.close()
   }

@@ -4,8 +4,9 @@
  * every path is compared by metadata. Paths the image lacks are removed (unless excluded or
  * --no-delete). The deployed version is recorded only when everything is in place.
  */
-import { lstat, readdir, readlink, mkdir, realpath } from 'node:fs/promises'
-import type { BigIntStats } from 'node:fs'
+import { lstat, readdir, mkdir, realpath } from 'node:fs/promises'
+import { lstatSync, readlinkSync } from 'node:fs'
+import type { BigIntStats, Stats } from 'node:fs'
 import type { CID } from 'multiformats/cid'
 import type { ImageStore, ResolvedVersion } from '../image/image-store.ts'
 import type { BlockGetter } from '../store/block-store.ts'
@@ -21,6 +22,21 @@ import { createLogger } from '../logger.ts'
 
 const log = createLogger('deploy')
 const FILE_CONCURRENCY = 8
+/**
+ * The walk makes its metadata calls (lstat, readlink) synchronously, as file-writer.ts makes its
+ * writes: a round trip through the libuv thread pool cost more than the call itself on the
+ * 2-core test machine (docs/benchmarks.md). It gives the event loop a turn at least this often
+ * (ms), so an agent deploying still serves its peers.
+ */
+const YIELD_EVERY_MS = 10
+
+function lstatOrNull (path: Buffer): Stats | null {
+  try { return lstatSync(path) } catch { return null }
+}
+
+function lstatBigOrNull (path: Buffer): BigIntStats | null {
+  try { return lstatSync(path, { bigint: true }) } catch { return null }
+}
 
 export type ChangeKind = 'create' | 'update' | 'attributes' | 'delete' | 'link'
 export interface Change { kind: ChangeKind, path: string, type: string, bytes: number }
@@ -74,6 +90,7 @@ class Deployment {
   readonly onProgress?: (p: DeployProgress) => void
   filesDone = 0
   totalBytes = 0
+  lastYield = performance.now()
 
   constructor (root: Buffer, opts: DeployOptions, blocks: BlockGetter, result: DeployResult) {
     this.root = root
@@ -92,6 +109,13 @@ class Deployment {
         log.warn(message)
       }
     }
+  }
+
+  /** Lets timers and I/O callbacks run when the deploy has held the event loop for a while. */
+  async pace (): Promise<void> {
+    if (performance.now() - this.lastYield < YIELD_EVERY_MS) return
+    await new Promise<void>(resolve => setImmediate(resolve))
+    this.lastYield = performance.now()
   }
 
   excluded (rel: Buffer, isDir: boolean): boolean {
@@ -134,7 +158,7 @@ class Deployment {
         const oldType = oldEntries.get(key)?.type
         let isDir = oldType === 'dir'
         if (scan) {
-          const st = await lstat(childAbs).catch(() => null)
+          const st = lstatOrNull(childAbs)
           if (st === null) continue
           isDir = st.isDirectory()
         }
@@ -144,6 +168,7 @@ class Deployment {
     }
 
     for (const entry of node.entries) {
+      await this.pace()
       const childRel = childPath(rel, entry.name)
       const childAbs = joinPath(abs, entry.name)
       if (this.excluded(childRel, entry.type === 'dir')) continue
@@ -153,7 +178,7 @@ class Deployment {
         if (entry.type === 'hardlink') this.links.push({ entry, rel: childRel, abs: childAbs, dir: abs, changed: false, check: false })
         continue
       }
-      const st = scan && exists ? await lstat(childAbs, { bigint: true }).catch(() => null) : null
+      const st = scan && exists ? lstatBigOrNull(childAbs) : null
       if (entry.type === 'dir') {
         await this.syncSubdir(node, entry, old, oldEntry, st, childAbs, childRel, exists, scan)
         continue
@@ -230,7 +255,7 @@ class Deployment {
         break
       }
       case 'symlink':
-        if (Buffer.compare(await readlink(abs, { encoding: 'buffer' }), entry.link ?? new Uint8Array()) !== 0) return 'replace'
+        if (Buffer.compare(readlinkSync(abs, { encoding: 'buffer' }), entry.link ?? new Uint8Array()) !== 0) return 'replace'
         break
       case 'char':
       case 'block': {
@@ -249,6 +274,7 @@ class Deployment {
     this.result.bytesWritten += bytes
     this.filesDone++
     this.onProgress?.({ files: this.filesDone, bytes: this.result.bytesWritten, totalBytes: this.totalBytes, path: '/' + showPath(rel) })
+    await this.pace()
   }
 
   /**
@@ -282,7 +308,8 @@ class Deployment {
       const targetAbs = joinPath(this.root, targetRel)
       let needed = l.changed || this.written.has(key)
       if (!needed && l.check) {
-        const [a, b] = await Promise.all([lstat(l.abs).catch(() => null), lstat(targetAbs).catch(() => null)])
+        const a = lstatOrNull(l.abs)
+        const b = lstatOrNull(targetAbs)
         needed = a === null || b === null || a.ino !== b.ino || a.dev !== b.dev
       }
       if (!needed) continue
@@ -300,6 +327,7 @@ class Deployment {
   async finishDirs (): Promise<void> {
     if (this.dryRun) return
     for (const d of this.dirs) {
+      await this.pace()
       try { await applyAttributes(this.ctx, d.abs, d.entry, false, false) } catch (err) { throw writeError(err, d.rel, 'setting attributes of') }
     }
   }
@@ -334,7 +362,7 @@ async function assertRealPath (root: Buffer, rel: Buffer): Promise<void> {
   let cur = root
   for (let i = 0; i < parts.length; i++) {
     cur = joinPath(cur, Buffer.from(parts[i], 'latin1'))
-    const st = await lstat(cur).catch(() => null)
+    const st = lstatOrNull(cur)
     const last = i === parts.length - 1
     if (st === null || (last ? !st.isFile() : !st.isDirectory())) {
       throw new ImgmeshError('EUNSAFEPATH', `refusing to link through /${showPath(rel)}: not a plain path inside the target`)
@@ -358,7 +386,9 @@ export async function prepareTarget (target: string, create: boolean): Promise<s
 
 /** Deploys a resolved version into opts.target. */
 export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts: DeployOptions): Promise<DeployResult> {
-  const blocks = opts.blocks ?? store.blocks
+  // Without a getter from the swarm, content comes from the local store: a batch job, which
+  // reads it synchronously (BlockStore.getSync) like it writes the files.
+  const blocks: BlockGetter = opts.blocks ?? { get: async (cid) => store.blocks.getSync(cid) }
   const realTarget = await prepareTarget(opts.target, opts.dryRun !== true)
   const { body } = resolved.version
   const tree = await loadTree(blocks, body.tree)

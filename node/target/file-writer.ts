@@ -2,9 +2,15 @@
  * Writing single entries into a target safely: every new file, link or node is made under a
  * temporary name in its directory (O_EXCL, O_NOFOLLOW), given its owner, mode, xattrs and
  * mtime, and only then renamed over its real name. Nothing here ever follows a symlink.
+ *
+ * The calls are synchronous (the functions stay async: content may come from the swarm). On the
+ * 2-core test machine each round trip through the libuv thread pool cost 50-100 µs, and a small
+ * file took nine of them; the same syscalls made directly take a few µs each. Each call here
+ * blocks the event loop for one syscall, at most one chunk (256 KiB) written; deploy gives the
+ * loop a turn between files. See docs/benchmarks.md.
  */
-import { open, rename, rm, lstat, symlink, link, mkdir, lchown, chmod } from 'node:fs/promises'
-import { constants } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { chmodSync, closeSync, constants, fchmodSync, fchownSync, ftruncateSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, renameSync, symlinkSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import type { TreeEntry } from '../../protocols/tree.ts'
 import type { RootAttributes } from '../../protocols/version.ts'
@@ -33,8 +39,12 @@ export interface WriterContext {
 
 export type Attributes = Pick<TreeEntry, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'> | RootAttributes
 
+/** Temporary names: a random prefix per process and a counter (random bytes per file cost a getpid() and the RNG each). */
+const TMP_SESSION = TMP_PREFIX + randomBytes(6).toString('hex') + '-'
+let tmpCounter = 0
+
 function tmpPath (dir: Buffer): Buffer {
-  return joinPath(dir, Buffer.from(TMP_PREFIX + randomBytes(8).toString('hex')))
+  return joinPath(dir, Buffer.from(TMP_SESSION + (tmpCounter++).toString(36)))
 }
 
 /** Maps an fs failure to a clear error naming the path in the image. */
@@ -49,9 +59,9 @@ export function writeError (err: unknown, rel: Buffer, action: string): ImgmeshE
 
 /** Sets owner, mode, xattrs (removing stale ones) and mtime, in that order (chown clears setuid and capabilities). */
 export async function applyAttributes (ctx: WriterContext, path: Buffer, attrs: Attributes, isSymlink: boolean, fresh: boolean): Promise<void> {
-  if (ctx.privileged) await lchown(path, attrs.uid, attrs.gid)
+  if (ctx.privileged) lchownSync(path, attrs.uid, attrs.gid)
   else if (!fresh || attrs.uid !== process.getuid?.() || attrs.gid !== process.getgid?.()) ctx.warn('owner', 'not running as root: file owners are not set')
-  if (!isSymlink) await chmod(path, attrs.mode)
+  if (!isSymlink) chmodSync(path, attrs.mode)
   const current = fresh ? [] : readXattrs(path)
   for (const [name] of current) {
     if (!attrs.xattrs.some(([k]) => k === name)) {
@@ -77,18 +87,18 @@ function xattrFailure (ctx: WriterContext, err: unknown, name: string): void {
 /** Removes whatever is at path (a directory recursively) without following symlinks. */
 export async function removePath (path: Buffer): Promise<void> {
   let st
-  try { st = await lstat(path) } catch (err) { if (isErrno(err, 'ENOENT')) return; throw err }
+  try { st = lstatSync(path) } catch (err) { if (isErrno(err, 'ENOENT')) return; throw err }
   if (st.isDirectory()) await rm(path, { recursive: true, force: true })
   else await rm(path, { force: true })
 }
 
 async function moveIntoPlace (tmp: Buffer, final: Buffer): Promise<void> {
   try {
-    await rename(tmp, final)
+    renameSync(tmp, final)
   } catch (err) {
     if (isErrno(err, 'EISDIR') || isErrno(err, 'ENOTEMPTY') || isErrno(err, 'EEXIST') || isErrno(err, 'ENOTDIR')) {
       await removePath(final)
-      await rename(tmp, final)
+      renameSync(tmp, final)
       return
     }
     throw err
@@ -100,41 +110,48 @@ export async function writeRegularFile (ctx: WriterContext, dir: Buffer, final: 
   const tmp = tmpPath(dir)
   let written = 0
   try {
-    const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
     try {
       if (entry.inline !== undefined) {
-        if (entry.inline.length > 0) await fh.write(entry.inline, 0, entry.inline.length, 0)
+        writeAll(fd, entry.inline, 0)
         written = entry.inline.length
       } else {
         const segments = entry.segments ?? []
-        if (segments.some(s => s.cid === undefined)) await fh.truncate(entry.size ?? 0)
+        if (segments.some(s => s.cid === undefined)) ftruncateSync(fd, entry.size ?? 0)
         let offset = 0
         for (const seg of segments) {
           if (seg.cid !== undefined) {
             const bytes = await ctx.blocks.get(seg.cid)
             if (bytes.length !== seg.length) throw new ImgmeshError('EBADBLOCK', `chunk ${seg.cid.toString()} of /${showPath(rel)} has ${bytes.length} bytes, the tree says ${seg.length}`)
-            let done = 0
-            while (done < bytes.length) {
-              const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, offset + done)
-              done += bytesWritten
-            }
+            writeAll(fd, bytes, offset)
             written += bytes.length
           }
           offset += seg.length
         }
       }
-      if (ctx.privileged) await fh.chown(entry.uid, entry.gid)
-      await fh.chmod(entry.mode)
+      // Owner first (chown clears setuid bits and capabilities), then mode, then xattrs, then
+      // mtime once the content is complete: what applyAttributes does, on the open descriptor.
+      if (ctx.privileged) fchownSync(fd, entry.uid, entry.gid)
+      else if (entry.uid !== process.getuid?.() || entry.gid !== process.getgid?.()) ctx.warn('owner', 'not running as root: file owners are not set')
+      fchmodSync(fd, entry.mode)
     } finally {
-      await fh.close()
+      closeSync(fd)
     }
-    await applyAttributes(ctx, tmp, entry, false, true)
+    for (const [name, value] of entry.xattrs) {
+      try { nativeFs.setXattr(tmp, name, value) } catch (err) { xattrFailure(ctx, err, name) }
+    }
+    nativeFs.setTimes(tmp, 0, UTIME_OMIT, entry.mtimeSec, entry.mtimeNsec)
     await moveIntoPlace(tmp, final)
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => {})
     throw writeError(err, rel, 'writing')
   }
   return written
+}
+
+function writeAll (fd: number, bytes: Uint8Array, position: number): void {
+  let done = 0
+  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done)
 }
 
 /** Creates a symlink, device node, fifo or socket under a temporary name and renames it into place. */
@@ -146,7 +163,7 @@ export async function writeSpecial (ctx: WriterContext, dir: Buffer, final: Buff
   const tmp = tmpPath(dir)
   try {
     switch (entry.type) {
-      case 'symlink': await symlink(Buffer.from(entry.link ?? new Uint8Array()), tmp); break
+      case 'symlink': symlinkSync(Buffer.from(entry.link ?? new Uint8Array()), tmp); break
       case 'fifo': nativeFs.makeNode(tmp, S_IFIFO | entry.mode, 0, 0); break
       case 'socket': nativeFs.makeNode(tmp, S_IFSOCK | entry.mode, 0, 0); break
       case 'char': nativeFs.makeNode(tmp, S_IFCHR | entry.mode, entry.major ?? 0, entry.minor ?? 0); break
@@ -166,7 +183,7 @@ export async function writeSpecial (ctx: WriterContext, dir: Buffer, final: Buff
 export async function writeHardlink (dir: Buffer, final: Buffer, rel: Buffer, existing: Buffer): Promise<void> {
   const tmp = tmpPath(dir)
   try {
-    await link(existing, tmp)
+    linkSync(existing, tmp)
     await moveIntoPlace(tmp, final)
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => {})
@@ -177,14 +194,14 @@ export async function writeHardlink (dir: Buffer, final: Buffer, rel: Buffer, ex
 /** Makes sure path is a real directory (replacing anything else there); returns whether it was created. */
 export async function ensureDirectory (path: Buffer, rel: Buffer): Promise<boolean> {
   try {
-    const st = await lstat(path)
+    const st = lstatSync(path)
     if (st.isDirectory()) return false
     await removePath(path)
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw writeError(err, rel, 'checking')
   }
   try {
-    await mkdir(path, { mode: 0o700 })
+    mkdirSync(path, { mode: 0o700 })
   } catch (err) {
     throw writeError(err, rel, 'creating directory')
   }

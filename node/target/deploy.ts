@@ -17,6 +17,7 @@ import { entryTypeOf, mtimeOf, readXattrs, splitDev, xattrsEqual, joinPath, show
 import { readTargetState, writeTargetState, type DeployedVersion, type TargetState } from './target-state.ts'
 import { applyAttributes, ensureDirectory, isTmpName, removePath, writeError, writeHardlink, writeRegularFile, writeSpecial, type WriterContext } from './file-writer.ts'
 import { runLimited } from '../image/capture.ts'
+import { deployBlock } from './block-deploy.ts'
 import { ImgmeshError, isErrno } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
@@ -386,6 +387,8 @@ export async function prepareTarget (target: string, create: boolean): Promise<s
 
 /** Deploys a resolved version into opts.target. */
 export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts: DeployOptions): Promise<DeployResult> {
+  // A block image goes to a device or image file, not a directory tree.
+  if (resolved.version.body.kind === 'block') return await deployBlock(store, resolved, { target: opts.target, blocks: opts.blocks, dryRun: opts.dryRun, onProgress: opts.onProgress })
   // Without a getter from the swarm, content comes from the local store: a batch job, which
   // reads it synchronously (BlockStore.getSync) like it writes the files.
   const blocks: BlockGetter = opts.blocks ?? { get: async (cid) => store.blocks.getSync(cid) }

@@ -13,7 +13,7 @@ import type { BlockStore } from '../store/block-store.ts'
 import { matchesCid } from '../store/cid.ts'
 import { BLOCKS_PROTOCOL, encode, packBlocks, readMessages, type Block, type BlocksMessage, type HaveSet } from '../../protocols/blocks/messages.ts'
 import { sendParts } from '../../protocols/blocks/frame.ts'
-import type { Bitfield } from '../fetch/bitfield.ts'
+import { Bitfield } from '../fetch/bitfield.ts'
 import type { SuperSeed } from '../fetch/super-seed.ts'
 import { ImgmeshError } from '../errors.ts'
 import { RateLimit } from './rate-limit.ts'
@@ -75,6 +75,8 @@ export class BlockExchange {
   private readonly haveListeners = new Map<string, Set<(e: HaveEvent) => void>>()
   private readonly banned = new Map<string, number>()
   private readonly servedStreams = new Set<Stream>()
+  /** Per version: served peers that asked while we had nothing of it (told when we have an offer). */
+  private readonly interested = new Map<string, Set<(version: CID) => void>>()
   readonly traffic = new Map<string, PeerTraffic>()
   /** Listeners told when a peer is gone (disconnected or banned). */
   readonly peerGone = new Set<(peer: string) => void>()
@@ -265,6 +267,17 @@ export class BlockExchange {
     throw new ImgmeshError('ENOBLOCK', `no peer could send block ${key} (asked ${peers.length})`)
   }
 
+  /**
+   * We now have an offer of this version (a fetch has its piece list): peers that asked about it
+   * while we had nothing get our HAVE now, and are kept up to date from then on.
+   */
+  offerReady (version: CID): void {
+    const set = this.interested.get(version.toString())
+    if (set === undefined) return
+    this.interested.delete(version.toString())
+    for (const fn of set) fn(version)
+  }
+
   // ---------------------------------------------------------------- server side (their requests)
 
   private async serve (stream: Stream, connection: Connection): Promise<void> {
@@ -274,28 +287,63 @@ export class BlockExchange {
     const traffic = this.count(peer)
     const queue: CID[] = []
     const cancelled = new Set<string>()
-    const watching = new Map<string, { offer: Offer, sentCount: number }>()
+    /** Per version: the offer, and what this peer was told of it (a copy, or all). */
+    const watching = new Map<string, { offer: Offer, told: Bitfield | null, toldAll: boolean }>()
     const waker: { wake: (() => void) | null } = { wake: null }
     let ended = false
     const send = async (msg: BlocksMessage): Promise<void> => { await sendParts(stream, encode(msg)) }
-    const haveOf = (offer: Offer): HaveSet => {
-      if (offer.superSeed !== undefined && !offer.superSeed.finished) return { kind: 'bitmap', bitmap: offer.superSeed.offer(peer).bytes }
-      if (offer.have === 'all') return { kind: 'all' }
-      return { kind: 'bitmap', bitmap: offer.have.bytes }
+    /** What we hold of an offer for this peer now: all, or a bitfield (a super-seeded offer shows a few unsent pieces). */
+    const current = (offer: Offer): Bitfield | 'all' => {
+      if (offer.superSeed !== undefined && !offer.superSeed.finished) return offer.superSeed.offer(peer)
+      if (offer.have === 'all' || offer.have.complete) return 'all'
+      return offer.have
     }
-    // A super-seeded offer grows as pieces go out; a download's bitfield as pieces come in.
-    const countOf = (offer: Offer): number => {
-      if (offer.superSeed !== undefined && !offer.superSeed.finished) return offer.superSeed.offer(peer).cardinality
-      return offer.have === 'all' ? offer.pieces.length : offer.have.cardinality
+    const tell = async (key: string, offer: Offer): Promise<void> => {
+      const cur = current(offer)
+      if (cur === 'all') {
+        watching.set(key, { offer, told: null, toldAll: true })
+        await send({ type: 'have', version: offer.version, pieceCount: offer.pieces.length, have: { kind: 'all' } })
+        return
+      }
+      watching.set(key, { offer, told: new Bitfield(cur.size, cur.bytes), toldAll: false })
+      await send({ type: 'have', version: offer.version, pieceCount: offer.pieces.length, have: { kind: 'bitmap', bitmap: cur.bytes.slice() } })
     }
-    // Tell watchers what changed since the last HAVE: pieces we got, or more of a super-seeded offer.
+    // Tell watchers what changed since the last HAVE: the pieces we got, or the growth of a
+    // super-seeded offer, as a list of indexes (a bitmap when that is shorter, `all` at the end).
     const flushHave = (): void => {
       for (const w of watching.values()) {
-        const count = countOf(w.offer)
-        if (count === w.sentCount) continue
-        w.sentCount = count
-        send({ type: 'have', version: w.offer.version, pieceCount: w.offer.pieces.length, have: haveOf(w.offer) }).catch(() => {})
+        if (w.toldAll || w.told === null) continue
+        const cur = current(w.offer)
+        if (cur === 'all') {
+          w.toldAll = true
+          w.told = null
+          send({ type: 'have', version: w.offer.version, pieceCount: w.offer.pieces.length, have: { kind: 'all' } }).catch(() => {})
+          continue
+        }
+        const told = w.told
+        const fresh: number[] = []
+        const a = cur.bytes
+        const b = told.bytes
+        for (let k = 0; k < a.length; k++) {
+          const d = a[k] & ~b[k]
+          if (d === 0) continue
+          for (let bit = 0; bit < 8; bit++) if ((d & (0x80 >> bit)) !== 0) fresh.push(k * 8 + bit)
+        }
+        if (fresh.length === 0) continue
+        for (const i of fresh) told.set(i)
+        const have = fresh.length * 2 > a.length ? { kind: 'bitmap' as const, bitmap: told.bytes.slice() } : { kind: 'indexes' as const, indexes: fresh }
+        send({ type: 'have', version: w.offer.version, pieceCount: w.offer.pieces.length, have }).catch(() => {})
       }
+    }
+    // Versions this peer asked about while we had nothing: answered when an offer appears.
+    const asked = new Set<string>()
+    const onOffer = (version: CID): void => {
+      const key = version.toString()
+      if (ended || !asked.has(key)) return
+      asked.delete(key)
+      void this.offerSource(version).then(async (offer) => {
+        if (offer !== null && !ended && !watching.has(key)) await tell(key, offer)
+      }).catch(() => {})
     }
     const updater = setInterval(flushHave, HAVE_UPDATE_MS)
 
@@ -338,14 +386,17 @@ export class BlockExchange {
     try {
       for await (const msg of readMessages(stream)) {
         if (msg.type === 'have') {
+          const key = msg.version.toString()
           const offer = await this.offerSource(msg.version)
           if (offer === null) {
             await send({ type: 'have', version: msg.version, pieceCount: msg.pieceCount, have: { kind: 'indexes', indexes: [] } })
+            asked.add(key)
+            let set = this.interested.get(key)
+            if (set === undefined) { set = new Set(); this.interested.set(key, set) }
+            set.add(onOffer)
             continue
           }
-          const have = haveOf(offer)
-          watching.set(msg.version.toString(), { offer, sentCount: countOf(offer) })
-          await send({ type: 'have', version: msg.version, pieceCount: offer.pieces.length, have })
+          await tell(key, offer)
         } else if (msg.type === 'want') {
           for (const c of msg.cids) { cancelled.delete(c.toString()); queue.push(c) }
           waker.wake?.()
@@ -358,6 +409,7 @@ export class BlockExchange {
     } finally {
       ended = true
       clearInterval(updater)
+      for (const key of asked) this.interested.get(key)?.delete(onOffer)
       waker.wake?.()
       await working
       this.servedStreams.delete(stream)

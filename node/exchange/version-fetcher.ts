@@ -9,12 +9,23 @@ import type { BlockGetter, BlockStore } from '../store/block-store.ts'
 import type { BlockExchange, HaveEvent, Offer } from './block-exchange.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
 import { PieceScheduler } from '../fetch/piece-scheduler.ts'
+import { PeerRates } from '../fetch/peer-rates.ts'
 import { loadTree, pieceList, type DirNode } from '../tree/tree-loader.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('fetch')
 const REQUEST_TIMEOUT_MS = 20_000
+/** A tree block asked of a holder that has not come in this time is asked of another holder. */
+const TREE_REQUEST_TIMEOUT_MS = 5000
+/** With no peer known to hold the tree after this long, tree blocks are asked of every candidate in turn. */
+const TREE_HOLDER_WAIT_MS = 2000
+/** Tree blocks requested at once (the loader walks the tree breadth first). */
+const TREE_CONCURRENCY = 256
+
+interface TreeRequest { cid: CID, resolve: (b: Uint8Array) => void, reject: (e: Error) => void, tried: Set<string>, peer: string | null, at: number }
+/** What a peer said it holds before the piece list was known (HAVE answers that came during prepare()). */
+interface EarlyHave { pieceCount: number, all: boolean, bits: Bitfield | null }
 
 export interface FetchProgress {
   version: string
@@ -32,6 +43,11 @@ export interface FetcherOptions {
   /** Peers worth asking (connected peers, DHT providers); called again as peers come and go. */
   candidates: () => string[]
   maxInFlight?: number
+  /**
+   * Requests in flight per peer follow its measured rate: enough for this many ms of its data
+   * (default 600), between 2 and maxInFlight. 0 keeps maxInFlight for every peer.
+   */
+  inFlightTargetMs?: number
   /** Give up when nothing arrives for this long while pieces are missing (default 120 s). */
   stallMs?: number
 }
@@ -60,6 +76,15 @@ export class VersionFetcher implements BlockGetter {
   totalBytes = 0
   private pumping = false
   private startedAt = Date.now()
+  /** Peers that answered HAVE with an offer of this version: they hold its whole tree. */
+  private readonly holders = new Set<string>()
+  private readonly early = new Map<string, EarlyHave>()
+  private readonly treeQueue: TreeRequest[] = []
+  private readonly treePending = new Map<string, TreeRequest>()
+  private treeFlushQueued = false
+  private treeTimer: NodeJS.Timeout | undefined
+  private treeSince = 0
+  private rates: PeerRates | null = null
 
   constructor (exchange: BlockExchange, store: BlockStore, version: CID, tree: CID, opts: FetcherOptions) {
     this.exchange = exchange
@@ -71,16 +96,30 @@ export class VersionFetcher implements BlockGetter {
     this.done.catch(() => {})
   }
 
-  /** Loads the tree (from the store, or from peers) and works out which pieces are missing. */
+  /**
+   * Loads the tree (from the store, or from peers) and works out which pieces are missing.
+   * Every candidate is asked at once what it holds of the version; those that answer with an
+   * offer hold its whole tree, and tree blocks are asked of them, in batches, spread over them
+   * (not of every connected peer in turn). Their answers are kept for the scheduler.
+   */
   async prepare (): Promise<void> {
     const started = Date.now()
+    this.cleanups.push(this.exchange.onHave(this.version, (e) => { this.onHave(e) }))
+    this.probe()
     const treeGetter: BlockGetter = {
       get: async (cid) => {
         if (await this.store.has(cid)) return await this.store.get(cid)
-        return await this.exchange.fetchOne(cid, this.opts.candidates())
+        return await this.treeBlock(cid)
       }
     }
-    this.tree = await loadTree(treeGetter, this.treeCid)
+    try {
+      this.tree = await loadTree(treeGetter, this.treeCid, TREE_CONCURRENCY)
+    } catch (err) {
+      this.cleanup()
+      throw err
+    } finally {
+      this.stopTreeFetch()
+    }
     const pieces = pieceList(this.tree)
     const have = new Bitfield(pieces.length)
     this.sizes = pieces.map(p => p.length)
@@ -88,12 +127,141 @@ export class VersionFetcher implements BlockGetter {
       this.totalBytes += pieces[i].length
       if (await this.store.has(pieces[i].cid)) { have.set(i); this.bytes += pieces[i].length }
     }
-    this.scheduler = new PieceScheduler(pieces.length, have, { maxInFlight: this.opts.maxInFlight ?? 32 })
+    const maxInFlight = this.opts.maxInFlight ?? 32
+    this.scheduler = new PieceScheduler(pieces.length, have, { maxInFlight })
+    if (this.opts.inFlightTargetMs !== 0) this.rates = new PeerRates(this.totalBytes / Math.max(1, pieces.length), { targetMs: this.opts.inFlightTargetMs ?? 600, max: maxInFlight })
     const index = new Map<string, number>()
     pieces.forEach((p, i) => index.set(p.cid.toString(), i))
     this.offer = { version: this.version, pieces: pieces.map(p => p.cid), index, have }
     this.startedAt = Date.now()
-    log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality })
+    log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size })
+    // Peers that asked us about this version before we had anything now hear that we do.
+    this.exchange.offerReady(this.version)
+  }
+
+  /** Asks every candidate not asked yet what it holds (before the piece list is known: count 0). */
+  private probe (): void {
+    for (const peer of this.opts.candidates()) {
+      if (this.asked.has(peer) || this.exchange.isBanned(peer)) continue
+      this.asked.add(peer)
+      this.exchange.askHave(peer, this.version, 0, { kind: 'bitmap', bitmap: new Uint8Array(0) })
+        .catch((err: unknown) => { this.asked.delete(peer); log.debug('could not ask peer', { peer, error: (err as Error).message }) })
+    }
+  }
+
+  // ------------------------------------------------------------------ tree blocks
+
+  private async treeBlock (cid: CID): Promise<Uint8Array> {
+    return await new Promise<Uint8Array>((resolve, reject) => {
+      this.treeQueue.push({ cid, resolve, reject, tried: new Set(), peer: null, at: 0 })
+      if (this.treeSince === 0) this.treeSince = Date.now()
+      this.treeTimer ??= setInterval(() => { this.treeTick() }, 250)
+      this.flushTree()
+    })
+  }
+
+  /** Sends the queued tree requests at the next turn of the event loop, one WANT per holder. */
+  private flushTree (): void {
+    if (this.treeFlushQueued) return
+    this.treeFlushQueued = true
+    setImmediate(() => {
+      this.treeFlushQueued = false
+      this.sendTreeRequests()
+    })
+  }
+
+  private sendTreeRequests (): void {
+    if (this.treeQueue.length === 0) return
+    const holders = [...this.holders].filter(p => !this.exchange.isBanned(p))
+    const load = new Map<string, number>(holders.map(h => [h, 0]))
+    for (const r of this.treePending.values()) if (r.peer !== null && load.has(r.peer)) load.set(r.peer, (load.get(r.peer) ?? 0) + 1)
+    const batches = new Map<string, TreeRequest[]>()
+    const left: TreeRequest[] = []
+    for (const r of this.treeQueue.splice(0)) {
+      let best: string | null = null
+      let bestLoad = Infinity
+      for (const h of holders) {
+        if (r.tried.has(h)) continue
+        const l = (load.get(h) ?? 0) + Math.random() * 0.5
+        if (l < bestLoad) { best = h; bestLoad = l }
+      }
+      if (best === null) {
+        // No holder known yet (or all tried): wait for one, then fall back to asking everyone.
+        if (Date.now() - this.treeSince > TREE_HOLDER_WAIT_MS || (holders.length > 0 && holders.every(h => r.tried.has(h)))) this.fallbackTree(r)
+        else left.push(r)
+        continue
+      }
+      load.set(best, (load.get(best) ?? 0) + 1)
+      let b = batches.get(best)
+      if (b === undefined) { b = []; batches.set(best, b) }
+      b.push(r)
+    }
+    this.treeQueue.push(...left)
+    const now = Date.now()
+    for (const [peer, reqs] of batches) {
+      for (const r of reqs) {
+        r.peer = peer
+        r.at = now
+        this.treePending.set(r.cid.toString(), r)
+        this.exchange.expect(r.cid, {
+          resolve: (from, bytes) => { void this.onTreeBlock(r, from, bytes) },
+          reject: (from) => { if (from === r.peer) this.retryTree(r) }
+        })
+      }
+      this.exchange.want(peer, reqs.map(r => r.cid)).catch(() => { for (const r of reqs) if (r.peer === peer) this.retryTree(r) })
+    }
+  }
+
+  private async onTreeBlock (r: TreeRequest, from: string, bytes: Uint8Array): Promise<void> {
+    const key = r.cid.toString()
+    if (this.treePending.get(key) !== r) return
+    this.treePending.delete(key)
+    this.exchange.unexpect(r.cid)
+    try {
+      await this.store.putVerified(r.cid, bytes)
+    } catch (err) {
+      if (err instanceof ImgmeshError && err.code === 'EBADBLOCK') {
+        this.exchange.ban(from, `sent a tree block that does not hash to ${key}`)
+        r.tried.add(from)
+        this.treeQueue.push(r)
+        this.flushTree()
+        return
+      }
+      r.reject(err as Error)
+      return
+    }
+    r.resolve(bytes)
+  }
+
+  private retryTree (r: TreeRequest): void {
+    const key = r.cid.toString()
+    if (this.treePending.get(key) !== r) return
+    this.treePending.delete(key)
+    this.exchange.unexpect(r.cid)
+    if (r.peer !== null) r.tried.add(r.peer)
+    r.peer = null
+    this.treeQueue.push(r)
+    this.flushTree()
+  }
+
+  /** The old way: every candidate in turn (no peer said it holds the version). */
+  private fallbackTree (r: TreeRequest): void {
+    const peers = this.opts.candidates().filter(p => !r.tried.has(p))
+    this.exchange.fetchOne(r.cid, peers.length > 0 ? peers : this.opts.candidates()).then(r.resolve, r.reject)
+  }
+
+  private treeTick (): void {
+    const now = Date.now()
+    this.probe()
+    for (const r of [...this.treePending.values()]) if (now - r.at > TREE_REQUEST_TIMEOUT_MS) this.retryTree(r)
+    if (this.treeQueue.length > 0) this.sendTreeRequests()
+  }
+
+  private stopTreeFetch (): void {
+    if (this.treeTimer !== undefined) clearInterval(this.treeTimer)
+    this.treeTimer = undefined
+    for (const r of this.treePending.values()) this.exchange.unexpect(r.cid)
+    this.treePending.clear()
   }
 
   /** Starts asking peers; resolves `done` when every piece is in the store. */
@@ -101,9 +269,18 @@ export class VersionFetcher implements BlockGetter {
     const s = this.scheduler
     if (s === null || this.offer === null) throw new ImgmeshError('EBADARG', 'prepare() the fetcher first')
     if (s.done) { this.complete(); return }
-    this.cleanups.push(this.exchange.onHave(this.version, (e) => { this.onHave(e) }))
+    // What peers said while the tree was loading.
+    for (const [peer, e] of this.early) {
+      if (this.exchange.isBanned(peer)) continue
+      // An answer that did not fit the piece list (a peer that echoed our count): ask again.
+      if (e.pieceCount !== s.pieces) { this.asked.delete(peer); continue }
+      s.setPeer(peer, e.all ? Bitfield.full(s.pieces) : (e.bits ?? new Bitfield(s.pieces)))
+    }
+    this.early.clear()
     const gone = (peer: string): void => {
       this.asked.delete(peer)
+      this.holders.delete(peer)
+      this.rates?.forget(peer)
       for (const i of s.removePeer(peer)) this.requestedAt.delete(`${peer}:${i}`)
       this.pump()
     }
@@ -111,6 +288,7 @@ export class VersionFetcher implements BlockGetter {
     this.cleanups.push(() => { this.exchange.peerGone.delete(gone) })
     this.timer = setInterval(() => { this.tick() }, 500)
     this.askPeers()
+    this.pump()
   }
 
   /** Asks every candidate peer not asked yet what it holds. */
@@ -126,11 +304,19 @@ export class VersionFetcher implements BlockGetter {
   }
 
   private onHave (e: HaveEvent): void {
+    // An answer with an offer (pieces, or a complete empty version) means the peer holds the tree.
+    if (e.pieceCount > 0 || e.have.kind === 'all') this.holders.add(e.peer)
     const s = this.scheduler
-    if (s === null || e.pieceCount !== s.pieces) return
+    if (s === null) {
+      this.noteEarly(e)
+      if (this.treeQueue.length > 0) this.flushTree()
+      return
+    }
+    if (e.pieceCount !== s.pieces) return
     const known = s.peerIds().includes(e.peer)
     if (e.have.kind === 'all') {
-      s.setPeer(e.peer, Bitfield.full(s.pieces))
+      if (!known) s.setPeer(e.peer, Bitfield.full(s.pieces))
+      else for (let i = 0; i < s.pieces; i++) s.peerHas(e.peer, i)
     } else if (e.have.kind === 'bitmap') {
       const b = new Bitfield(s.pieces, e.have.bitmap)
       if (!known) s.setPeer(e.peer, b)
@@ -142,6 +328,21 @@ export class VersionFetcher implements BlockGetter {
     this.pump(e.peer)
   }
 
+  /** Keeps what a peer says it holds until the scheduler exists. */
+  private noteEarly (e: HaveEvent): void {
+    if (e.pieceCount === 0 && e.have.kind !== 'all') return
+    let x = this.early.get(e.peer)
+    if (x === undefined || x.pieceCount !== e.pieceCount) { x = { pieceCount: e.pieceCount, all: false, bits: null }; this.early.set(e.peer, x) }
+    if (e.have.kind === 'all') { x.all = true; return }
+    x.bits ??= new Bitfield(e.pieceCount)
+    if (e.have.kind === 'bitmap') {
+      const b = new Bitfield(e.pieceCount, e.have.bitmap)
+      for (let i = 0; i < e.pieceCount; i++) if (b.has(i)) x.bits.set(i)
+    } else {
+      for (const i of e.have.indexes) x.bits.set(i)
+    }
+  }
+
   /** Sends requests to one peer (after it answered or delivered), or to every peer. */
   private pump (only?: string): void {
     const s = this.scheduler
@@ -149,11 +350,13 @@ export class VersionFetcher implements BlockGetter {
     if (s === null || offer === null || this.pumping || s.done) return
     this.pumping = true
     try {
+      const now = Date.now()
       for (const peer of only === undefined ? s.peerIds() : [only]) {
-        const picks = s.next(peer)
+        const room = this.rates === null ? Number.POSITIVE_INFINITY : this.rates.allowance(peer, now) - s.inFlight(peer)
+        if (room <= 0) continue
+        const picks = s.next(peer, room)
         if (picks.length === 0) continue
         const cids = picks.map(i => offer.pieces[i])
-        const now = Date.now()
         for (const i of picks) {
           this.requestedAt.set(`${peer}:${i}`, now)
           this.exchange.expect(offer.pieces[i], {
@@ -187,6 +390,7 @@ export class VersionFetcher implements BlockGetter {
     for (const o of others) { this.requestedAt.delete(`${o}:${i}`); void this.exchange.cancel(o, [offer.pieces[i]]) }
     this.bytes += bytes.length
     this.lastProgress = Date.now()
+    this.rates?.delivered(peer, bytes.length, this.lastProgress)
     for (const w of this.pieceWaiters.get(i) ?? []) w.resolve(bytes)
     this.pieceWaiters.delete(i)
     if (s.done) { this.complete(); return }

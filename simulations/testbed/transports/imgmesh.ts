@@ -61,20 +61,37 @@ interface StatusAnswer {
 }
 interface ProgressEvent { type?: string, have?: number, pieces?: number, done?: boolean }
 
-/** [ns on CPU, ns waiting for a CPU while runnable] of a process (all its threads), from /proc/PID/task/* /schedstat. */
-function schedstat (pid: number): [number, number] {
-  let run = 0
-  let wait = 0
+/** Per thread name of a process: [ns on CPU, ns waiting for a CPU while runnable], from /proc/PID/task/TID/schedstat. */
+function threadStats (pid: number): Map<string, [number, number]> {
+  const out = new Map<string, [number, number]>()
   try {
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       try {
         const f = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(/\s+/)
-        run += Number(f[0])
-        wait += Number(f[1])
+        const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim().replace(/[0-9]+$/, '')
+        const x = out.get(name) ?? [0, 0]
+        x[0] += Number(f[0])
+        x[1] += Number(f[1])
+        out.set(name, x)
       } catch {}
     }
   } catch {}
+  return out
+}
+
+/** [ns on CPU, ns waiting for a CPU while runnable] of a process, all its threads. */
+function schedstat (pid: number): [number, number] {
+  let run = 0
+  let wait = 0
+  for (const [r, w] of threadStats(pid).values()) { run += r; wait += w }
   return [run, wait]
+}
+
+/** CPU seconds per thread name between two threadStats readings. */
+function threadDelta (a: Map<string, [number, number]>, b: Map<string, [number, number]>): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const [name, [run]] of b) out[name] = Math.round((run - (a.get(name)?.[0] ?? 0)) / 1e6) / 1000
+  return out
 }
 
 function opt (ctx: TransportContext, key: string, fallback: string): string {
@@ -196,6 +213,8 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const outcomes = newOutcomes(ctx)
   const all = [h0, ...agents]
   const loadAt0 = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
+  const threads0 = all.map(a => threadStats(a.proc.pid))
+  const threads1 = all.map(() => new Map<string, [number, number]>())
   const sched0 = all.map(a => schedstat(a.proc.pid))
   const sched1: Array<[number, number]> = sched0.map(() => [0, 0])
   const t0 = Date.now()
@@ -221,6 +240,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
       out.finishedAt = Date.now()
       out.receivedAt ??= out.finishedAt
       sched1[i + 1] = schedstat(a.proc.pid)
+      threads1[i + 1] = threadStats(a.proc.pid)
     } catch (err) {
       out.error = (err as Error).message
     } finally {
@@ -229,8 +249,9 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   }))
 
   sched1[0] = schedstat(h0.proc.pid)
+  threads1[0] = threadStats(h0.proc.pid)
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
-  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9 }))
+  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9, threads: threadDelta(threads0[i], threads1[i]) }))
   const cl = cpu.slice(1).filter(c => c.cpuS > 0)
   const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
   notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)

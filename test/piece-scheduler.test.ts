@@ -85,3 +85,18 @@ test('super-seeding sends every piece once before any twice', () => {
   assert.ok([...served].every(c => c === 1), 'each piece went out exactly once')
   assert.equal(seed.offer('p1').cardinality, pieces)
 })
+
+test('super-seeding an update offers only the pieces its parent lacks', () => {
+  const spread = new Bitfield(8)
+  for (let i = 0; i < 6; i++) spread.set(i)
+  const seed = new SuperSeed(8, 4, spread)
+  const offer = seed.offer('p1')
+  assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].filter(i => offer.has(i)), [6, 7])
+  assert.ok(!seed.allowed('p1', 0))
+  seed.sent('p1', 6)
+  seed.sent('p1', 7)
+  assert.ok(seed.finished)
+  assert.ok(seed.allowed('p2', 0))
+  const all = new SuperSeed(4, 4, Bitfield.full(4))
+  assert.ok(all.finished)
+})

@@ -271,23 +271,26 @@ export class Agent {
     const offer = await this.scanOffer(resolved.cid)
     if (offer === null || offer.have !== 'all') throw new ImgmeshError('ENOBLOCK', `${body.image}@${body.number} is not complete on this node; nothing to publish`)
     const key = resolved.cid.toString()
-    const seed: Offer = { ...offer, superSeed: new SuperSeed(offer.pieces.length, 32) }
-    this.seeding.set(key, seed)
-    const timer = setInterval(() => { if (seed.superSeed?.finished === true) { this.seeding.delete(key); clearInterval(timer) } }, 1000)
-    timer.unref()
-    // Delta against the parent: pieces the parent does not have.
+    // Delta against the parent: pieces the parent does not have. Those the parent has are already
+    // spread through the swarm, so only the new ones are super-seeded.
     let newChunks = offer.pieces.length
     let newBytes = body.stats.chunkBytes
+    const spread = new Bitfield(offer.pieces.length)
     if (body.parents.length > 0) {
       try {
         const parent = await this.store.getVersion(body.parents[0])
         const old = new Set(pieceList(await loadTree(this.store.blocks, parent.body.tree)).map(p => p.cid.toString()))
         const pieces = pieceList(await loadTree(this.store.blocks, body.tree))
+        pieces.forEach((p, i) => { if (old.has(p.cid.toString())) spread.set(i) })
         const fresh = pieces.filter(p => !old.has(p.cid.toString()))
         newChunks = fresh.length
         newBytes = fresh.reduce((s, p) => s + p.length, 0)
       } catch {}
     }
+    const seed: Offer = { ...offer, superSeed: new SuperSeed(offer.pieces.length, 32, spread) }
+    if (!seed.superSeed!.finished) this.seeding.set(key, seed)
+    const timer = setInterval(() => { if (seed.superSeed?.finished === true) { this.seeding.delete(key); clearInterval(timer) } }, 1000)
+    timer.unref()
     const recipients = await this.versions.announce(resolved.cid, resolved.version, { newChunks, newBytes })
     this.provide(resolved.cid)
     return { image: body.image, number: body.number, cid: key, recipients, newChunks, newBytes }

@@ -9,7 +9,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { SwarmLibp2p } from '../swarm/libp2p-node.ts'
 import type { ImageStore } from '../image/image-store.ts'
-import { HEADS_PROTOCOL, exchangeHeads, verifyHead, versionCidOf, type Head, type HeadsMessage } from '../../protocols/heads/heads.ts'
+import { HEADS_PROTOCOL, MAX_HEADS, exchangeHeads, verifyHead, versionCidOf, type Head, type HeadsMessage } from '../../protocols/heads/heads.ts'
 import { ANNOUNCE_TOPIC, checkAnnouncement, encodeAnnouncement, signAnnouncement } from '../../protocols/announce/announce.ts'
 import { decodeVersion, type SignedVersion } from '../../protocols/version.ts'
 import { DAG_CBOR_CODE } from '../store/cid.ts'
@@ -106,12 +106,14 @@ export class VersionSync {
 
   private async localHeads (): Promise<HeadsMessage> {
     const heads: Head[] = []
+    // Every kept version, newest first, so that a peer can deploy an older one by number too.
     for (const image of await this.store.refs.images()) {
-      const head = await this.store.refs.head(image)
-      if (head === null) continue
-      try {
-        heads.push({ image, number: head.number, cid: head.cid, version: await this.store.blocks.get(head.cid) })
-      } catch {}
+      for (const ref of (await this.store.refs.versions(image)).reverse()) {
+        if (heads.length >= MAX_HEADS) break
+        try {
+          heads.push({ image, number: ref.number, cid: ref.cid, version: await this.store.blocks.get(ref.cid) })
+        } catch {}
+      }
     }
     return { heads }
   }

@@ -14,11 +14,19 @@ export class SuperSeed {
   private unsent: number
   private readonly perPeer: number
 
-  constructor (pieces: number, perPeer = 8) {
+  /**
+   * `spread`: pieces the swarm already holds (those of the parent version, for an update). They
+   * count as sent: only the new pieces are super-seeded, and the rest comes from the peers that
+   * have it. Without this a follower holding the parent would be offered only pieces it has.
+   */
+  constructor (pieces: number, perPeer = 8, spread?: Bitfield) {
     this.pieces = pieces
     this.sentCount = new Uint32Array(pieces)
     this.unsent = pieces
     this.perPeer = perPeer
+    if (spread !== undefined) {
+      for (let i = 0; i < pieces; i++) if (spread.has(i)) { this.sentCount[i] = 1; this.unsent-- }
+    }
   }
 
   get finished (): boolean { return this.unsent === 0 }

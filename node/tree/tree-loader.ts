@@ -23,14 +23,19 @@ export async function loadTree (getter: BlockGetter, root: CID, concurrency = 16
   const queue: Array<{ node: DirNode, depth: number }> = [{ node: rootNode, depth: 0 }]
   let active = 0
   let failure: unknown = null
+  const seen = new Map<string, Promise<TreeEntry[]>>()
   await new Promise<void>((resolve) => {
     const pump = (): void => {
       if (failure !== null && active === 0) { resolve(); return }
       while (failure === null && active < concurrency && queue.length > 0) {
         const { node, depth } = queue.shift()!
         active++
-        getter.get(node.cid).then((bytes) => {
-          node.entries = decodeTree(bytes)
+        // Equal directories (every empty one, say) share a block: fetch and decode it once.
+        const key = node.cid.toString()
+        let decoded = seen.get(key)
+        if (decoded === undefined) { decoded = getter.get(node.cid).then(decodeTree); seen.set(key, decoded) }
+        decoded.then((entries) => {
+          node.entries = entries
           for (const e of node.entries) {
             if (e.type !== 'dir' || e.tree === undefined) continue
             if (depth + 1 > MAX_DEPTH) throw new ImgmeshError('EBADTREE', 'tree is nested too deeply')

@@ -207,6 +207,8 @@ export function decodeTree (bytes: Uint8Array): TreeEntry[] {
   for (let i = 1; i < entries.length; i++) {
     if (compareNames(entries[i - 1].name, entries[i].name) >= 0) fail('entries are not sorted or repeat a name')
   }
+  // Only the canonical encoding is a tree block (no unknown fields, no other byte forms of it).
+  if (Buffer.compare(encodeTree(entries), bytes) !== 0) fail('not the canonical encoding of its entries')
   return entries
 }
 

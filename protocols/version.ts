@@ -145,6 +145,9 @@ export function decodeVersion (bytes: Uint8Array): SignedVersion {
     stats: { files: s.files as number, dirs: s.dirs as number, entries: s.entries as number, bytes: s.bytes as number, chunks: s.chunks as number, chunkBytes: s.chunkBytes as number }
   }
   if (b.kind === 'block') body.kind = 'block'
+  // Only the canonical encoding is a version block: otherwise the same signed body could be
+  // re-encoded (an extra field, keys out of order, an integer as a float) under another CID.
+  if (Buffer.compare(encodeVersion({ body, signature: r.s }), bytes) !== 0) fail('not the canonical encoding of its content')
   const ok = edVerify(null, signingBytes(body), publicKeyFromHex(body.author), r.s)
   if (!ok) throw new ImgmeshError('EBADSIGNATURE', `version ${body.image}@${body.number} has a bad signature`)
   return { body, signature: r.s }

@@ -158,3 +158,28 @@ test('an assignment signed by a key the cluster does not trust is refused', { ti
   assert.notEqual(bad.code, 0)
   assert.match(bad.stderr, /cron/)
 })
+
+test('a full disk while staging is reported by status; the agent stays up and its target untouched', { timeout: 90_000, skip: process.getuid?.() !== 0 && 'needs root to mount a small tmpfs' }, async () => {
+  const dir = agents.dataDir('tiny')
+  await mkdir(dir, { recursive: true })
+  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]).status, 0)
+  try {
+    await agents.init('tiny', { clusterKey: join(agents.dataDir('origin'), 'cluster.key'), trust: [agents.publishers.get('origin')!, agents.publishers.get('pub')!] })
+    await mkdir(target('tiny'), { recursive: true })
+    await writeFile(join(target('tiny'), 'keep'), 'the running system\n')
+    await agents.start('tiny', { bootstrap: [agents.agents.get('origin')!.addr], extra: ['--group', 'tiny', '--target', target('tiny')] })
+    const r = await imgmesh(['assign', 'os@2', '--group', 'tiny', '--policy', 'apply', '--data-dir', agents.dataDir('origin')])
+    assert.equal(r.code, 0, r.stderr)
+    await waitFor('tiny reports the full disk', async () => {
+      const s = await status('tiny')
+      return s.updates.state === 'failed' && /space/i.test(s.updates.error ?? '')
+    }, 60_000)
+    const s = await status('tiny')
+    assert.equal(s.updates.deployed, null)
+    assert.equal(await readFile(join(target('tiny'), 'keep'), 'utf8'), 'the running system\n')
+    await agents.stop('tiny')
+  } finally {
+    await agents.stop('tiny')
+    spawnSync('umount', [dir])
+  }
+})

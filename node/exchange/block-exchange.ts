@@ -17,11 +17,17 @@ import { Bitfield } from '../fetch/bitfield.ts'
 import type { SuperSeed } from '../fetch/super-seed.ts'
 import { ImgmeshError } from '../errors.ts'
 import { RateLimit } from './rate-limit.ts'
+import { BlockCache } from './block-cache.ts'
+import { BLOCKS_PROTOCOL_Z, compressBlock, decompressBlocks, encodeZBlocks, readWireMessages, type ZBlock } from './zblocks.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('exchange')
 /** Bytes of block data per BLOCK frame. */
 const FRAME_BYTES = 1024 * 1024
+/** Marks a block in the compressed cache that does not compress (sent plain). */
+const INCOMPRESSIBLE = new Uint8Array(0)
+/** Default memory for verified blocks kept for the deploy and for relaying (see block-cache.ts). */
+const CACHE_BYTES = 256 * 1024 * 1024
 /** How often a served peer hears about pieces we got since the last HAVE. */
 const HAVE_UPDATE_MS = 100
 
@@ -41,20 +47,27 @@ export interface HaveEvent { peer: string, version: CID, pieceCount: number, hav
 /** Resolves an offer for a version on demand (null: we hold nothing of it). */
 export type OfferSource = (version: CID) => Promise<Offer | null>
 
+/** What to do with a requested block: resolve gets bytes already checked against the CID. */
 interface Waiter { resolve: (peer: string, bytes: Uint8Array) => void, reject: (peer: string, missing: boolean) => void }
 
 export interface PeerTraffic { sent: number, received: number, blocksSent: number, blocksReceived: number }
+
+function countMessage (counts: Record<string, number>, type: string): void {
+  counts[type] = (counts[type] ?? 0) + 1
+}
 
 class ClientSession {
   readonly peer: string
   readonly stream: Stream
   private nextId = 1
   closed = false
+  private readonly counts: Record<string, number>
 
-  constructor (peer: string, stream: Stream) { this.peer = peer; this.stream = stream }
+  constructor (peer: string, stream: Stream, counts: Record<string, number>) { this.peer = peer; this.stream = stream; this.counts = counts }
 
   async send (msg: BlocksMessage): Promise<void> {
     if (this.closed) throw new ImgmeshError('EPROTOCOL', `session with ${this.peer} is closed`)
+    countMessage(this.counts, msg.type)
     await sendParts(this.stream, encode(msg))
   }
 
@@ -87,16 +100,32 @@ export class BlockExchange {
   badBlocks = 0
   private started = false
   private readonly uploadLimit: RateLimit | null
+  /** Verified blocks that just arrived, for the deploy and for the peers they are relayed to. */
+  readonly cache: BlockCache
+  /** Blocks as zstd frames (as received, or compressed once here), relayed as they are. */
+  readonly zcache: BlockCache
+  /** Whether blocks travel compressed (zblocks.ts): we ask for it and send it to peers that ask. */
+  readonly compress: boolean
+  /** Bytes of block data that went out / came in on the wire (compressed or not). */
+  wireSent = 0
+  wireReceived = 0
+  /** Messages sent and received, by type (for logs and benchmarks). */
+  readonly messagesSent: Record<string, number> = {}
+  readonly messagesReceived: Record<string, number> = {}
 
-  constructor (libp2p: SwarmLibp2p, store: BlockStore, offerSource: OfferSource, opts: { uploadBytesPerSecond?: number } = {}) {
+  constructor (libp2p: SwarmLibp2p, store: BlockStore, offerSource: OfferSource, opts: { uploadBytesPerSecond?: number, cacheBytes?: number, compress?: boolean } = {}) {
     this.libp2p = libp2p
     this.store = store
     this.offerSource = offerSource
+    const envCache = Number(process.env.IMGMESH_BLOCK_CACHE_MB)
+    this.cache = new BlockCache(opts.cacheBytes ?? (Number.isFinite(envCache) && envCache >= 0 ? envCache * 1024 * 1024 : CACHE_BYTES))
+    this.zcache = new BlockCache(this.cache.maxBytes)
+    this.compress = opts.compress ?? process.env.IMGMESH_WIRE_COMPRESSION === 'zstd'
     this.uploadLimit = opts.uploadBytesPerSecond === undefined || opts.uploadBytesPerSecond <= 0 ? null : new RateLimit(opts.uploadBytesPerSecond)
   }
 
   async start (): Promise<void> {
-    await this.libp2p.handle(BLOCKS_PROTOCOL, (stream, connection) => { void this.serve(stream, connection) }, { maxInboundStreams: 8, maxOutboundStreams: 8 })
+    await this.libp2p.handle([BLOCKS_PROTOCOL_Z, BLOCKS_PROTOCOL], (stream, connection) => { void this.serve(stream, connection) }, { maxInboundStreams: 8, maxOutboundStreams: 8 })
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
     this.libp2p.addEventListener('peer:connect', this.onConnect)
     this.started = true
@@ -107,7 +136,7 @@ export class BlockExchange {
     this.started = false
     this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
     this.libp2p.removeEventListener('peer:connect', this.onConnect)
-    await this.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
+    await this.libp2p.unhandle([BLOCKS_PROTOCOL_Z, BLOCKS_PROTOCOL]).catch(() => {})
     for (const s of this.servedStreams) s.abort(new Error('stopping'))
     for (const p of this.sessions.values()) void p.then(s => { s.closed = true; s.stream.abort(new Error('stopping')) }).catch(() => {})
     this.sessions.clear()
@@ -179,8 +208,9 @@ export class BlockExchange {
   }
 
   private async open (peer: string): Promise<ClientSession> {
-    const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), BLOCKS_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-    const session = new ClientSession(peer, stream)
+    const protocols = this.compress ? [BLOCKS_PROTOCOL_Z, BLOCKS_PROTOCOL] : [BLOCKS_PROTOCOL]
+    const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), protocols, { signal: AbortSignal.timeout(10_000) })
+    const session = new ClientSession(peer, stream, this.messagesSent)
     void this.readClient(session)
     return session
   }
@@ -189,25 +219,50 @@ export class BlockExchange {
     const { peer } = session
     const traffic = this.count(peer)
     try {
-      for await (const msg of readMessages(session.stream)) {
+      for await (const msg of readWireMessages(session.stream)) {
+        countMessage(this.messagesReceived, msg.type)
         if (msg.type === 'have') {
           for (const fn of this.haveListeners.get(msg.version.toString()) ?? []) fn({ peer, version: msg.version, pieceCount: msg.pieceCount, have: msg.have })
-        } else if (msg.type === 'block') {
-          for (const b of msg.blocks) {
-            traffic.received += b.bytes.length
-            this.bytesReceived += b.bytes.length
-            const key = b.cid.toString()
+        } else if (msg.type === 'block' || msg.type === 'zblock') {
+          const wire = msg.type === 'block' ? msg.blocks.map(b => b.bytes) : msg.blocks.map(b => b.z)
+          let raw: Array<Uint8Array | null> = wire
+          if (msg.type === 'zblock') {
+            // Only what someone waits for is decompressed (all of it in one call).
+            const wanted = msg.blocks.map(b => this.waiters.has(b.cid.toString()))
+            raw = wire.map(() => null)
+            const frames = wire.filter((_z, k) => wanted[k])
+            if (frames.length > 0) {
+              let out: Uint8Array[]
+              try { out = decompressBlocks(frames) } catch {
+                const first = msg.blocks.find((_b, k) => wanted[k])
+                if (first !== undefined) this.waiters.get(first.cid.toString())?.reject(peer, false)
+                this.badBlocks++
+                this.ban(peer, 'sent compressed blocks that do not decompress')
+                return
+              }
+              let j = 0
+              for (let k = 0; k < wire.length; k++) if (wanted[k]) raw[k] = out[j++]
+            }
+          }
+          for (let k = 0; k < msg.blocks.length; k++) {
+            const cid = msg.blocks[k].cid
+            traffic.received += wire[k].length
+            this.bytesReceived += wire[k].length
+            this.wireReceived += wire[k].length
+            const key = cid.toString()
             const waiter = this.waiters.get(key)
-            if (waiter === undefined) continue
-            if (!matchesCid(b.cid, b.bytes)) {
+            const bytes = raw[k]
+            if (waiter === undefined || bytes === null) continue
+            if (!matchesCid(cid, bytes)) {
               this.badBlocks++
               waiter.reject(peer, false)
               this.ban(peer, `sent a block that does not hash to ${key}`)
               return
             }
+            if (msg.type === 'zblock') this.zcache.put(key, wire[k])
             traffic.blocksReceived++
             this.blocksFetched++
-            waiter.resolve(peer, b.bytes)
+            waiter.resolve(peer, bytes)
           }
         } else if (msg.type === 'dont-have') {
           for (const c of msg.cids) this.waiters.get(c.toString())?.reject(peer, true)
@@ -260,7 +315,8 @@ export class BlockExchange {
         this.want(peer, [cid]).catch(() => { done(null) })
       })
       if (got !== null) {
-        await this.store.putVerified(cid, got)
+        // readClient checked it against its CID
+        await this.store.putTrusted(cid, got)
         return got
       }
     }
@@ -291,7 +347,7 @@ export class BlockExchange {
     const watching = new Map<string, { offer: Offer, told: Bitfield | null, toldAll: boolean }>()
     const waker: { wake: (() => void) | null } = { wake: null }
     let ended = false
-    const send = async (msg: BlocksMessage): Promise<void> => { await sendParts(stream, encode(msg)) }
+    const send = async (msg: BlocksMessage): Promise<void> => { countMessage(this.messagesSent, msg.type); await sendParts(stream, encode(msg)) }
     /** What we hold of an offer for this peer now: all, or a bitfield (a super-seeded offer shows a few unsent pieces). */
     const current = (offer: Offer): Bitfield | 'all' => {
       if (offer.superSeed !== undefined && !offer.superSeed.finished) return offer.superSeed.offer(peer)
@@ -346,11 +402,13 @@ export class BlockExchange {
       }).catch(() => {})
     }
     const updater = setInterval(flushHave, HAVE_UPDATE_MS)
+    const zStream = this.compress && stream.protocol === BLOCKS_PROTOCOL_Z
 
     const worker = async (): Promise<void> => {
       while (!ended) {
         if (queue.length === 0) { await new Promise<void>(resolve => { waker.wake = resolve }); waker.wake = null; continue }
         const batch: Block[] = []
+        const zbatch: ZBlock[] = []
         const missing: CID[] = []
         let bytes = 0
         while (queue.length > 0 && bytes < FRAME_BYTES) {
@@ -359,7 +417,16 @@ export class BlockExchange {
           if (cancelled.delete(key)) continue
           if (!this.allowedBySuperSeed(peer, key, watching)) { missing.push(cid); continue }
           try {
-            const data = await this.store.get(cid)
+            if (zStream) {
+              let z = this.zcache.get(key)
+              if (z === undefined) {
+                const raw = await this.rawBlock(cid, key)
+                z = (await compressBlock(raw)) ?? INCOMPRESSIBLE
+                this.zcache.put(key, z)
+              }
+              if (z.length > 0) { zbatch.push({ cid, z }); bytes += z.length; continue }
+            }
+            const data = await this.rawBlock(cid, key)
             batch.push({ cid, bytes: data })
             bytes += data.length
           } catch {
@@ -367,16 +434,25 @@ export class BlockExchange {
           }
         }
         if (missing.length > 0) await send({ type: 'dont-have', id: 0, cids: missing })
+        const sent = (cid: CID, n: number): void => {
+          traffic.sent += n
+          traffic.blocksSent++
+          this.bytesSent += n
+          this.wireSent += n
+          this.blocksServed++
+          this.noteSent(peer, cid.toString(), watching)
+        }
+        if (zbatch.length > 0) {
+          const n = zbatch.reduce((x, b) => x + b.z.length, 0)
+          if (this.uploadLimit !== null) await this.uploadLimit.take(n)
+          countMessage(this.messagesSent, 'zblock')
+          await sendParts(stream, encodeZBlocks({ type: 'zblock', id: 0, blocks: zbatch }))
+          for (const b of zbatch) sent(b.cid, b.z.length)
+        }
         for (const msg of packBlocks(batch, 0, FRAME_BYTES + 64 * 1024)) {
           if (this.uploadLimit !== null) await this.uploadLimit.take(msg.blocks.reduce((n, b) => n + b.bytes.length, 0))
           await send(msg)
-          for (const b of msg.blocks) {
-            traffic.sent += b.bytes.length
-            traffic.blocksSent++
-            this.bytesSent += b.bytes.length
-            this.blocksServed++
-            this.noteSent(peer, b.cid.toString(), watching)
-          }
+          for (const b of msg.blocks) sent(b.cid, b.bytes.length)
         }
         // A super-seeded offer grew as its pieces went out: say so now, not at the next tick.
         if (seedingAny(watching)) flushHave()
@@ -385,6 +461,7 @@ export class BlockExchange {
     const working = worker().catch((err: unknown) => { log.debug('serving stopped', { peer, error: (err as Error).message }) })
     try {
       for await (const msg of readMessages(stream)) {
+        countMessage(this.messagesReceived, msg.type)
         if (msg.type === 'have') {
           const key = msg.version.toString()
           const offer = await this.offerSource(msg.version)
@@ -415,6 +492,16 @@ export class BlockExchange {
       this.servedStreams.delete(stream)
       stream.abort(new Error('closed'))
     }
+  }
+
+  /** A verified block for serving: from memory if it just came or went, else from the store. */
+  private async rawBlock (cid: CID, key: string): Promise<Uint8Array> {
+    let data = this.cache.get(key)
+    if (data === undefined) {
+      data = await this.store.get(cid)
+      this.cache.put(key, data)
+    }
+    return data
   }
 
   private allowedBySuperSeed (peer: string, key: string, watching: Map<string, { offer: Offer }>): boolean {

@@ -42,6 +42,18 @@ export class PieceScheduler {
   peerIds (): string[] { return [...this.peers.keys()] }
   inFlight (peer: string): number { return this.peers.get(peer)?.inFlight.size ?? 0 }
 
+  /** Counts for logs: missing pieces, those requested from someone, those no known peer holds. */
+  stats (): { missing: number, requested: number, unavailable: number } {
+    let requested = 0
+    let unavailable = 0
+    for (let i = 0; i < this.pieces; i++) {
+      if (this.have.has(i)) continue
+      if ((this.requested.get(i)?.size ?? 0) > 0) requested++
+      if (this.availability[i] === 0) unavailable++
+    }
+    return { missing: this.missing, requested, unavailable }
+  }
+
   /** A peer announced what it holds (replaces what was known). */
   setPeer (peer: string, have: Bitfield): void {
     this.removePeer(peer)
@@ -73,26 +85,8 @@ export class PieceScheduler {
     if (p === undefined) return []
     const room = Math.min(limit, this.maxInFlight - p.inFlight.size)
     if (room <= 0) return []
-    const fresh: number[] = []
-    for (let i = 0; i < this.pieces; i++) {
-      if (this.have.has(i) || !p.have.has(i)) continue
-      const reqs = this.requested.get(i)
-      if (reqs !== undefined && reqs.size > 0) continue
-      fresh.push(i)
-    }
-    let chosen: number[]
-    if (fresh.length > 0) {
-      chosen = this.rarest(fresh, room)
-    } else if (this.missing <= this.endgamePieces) {
-      const dup: number[] = []
-      for (let i = 0; i < this.pieces; i++) {
-        if (this.have.has(i) || !p.have.has(i) || p.inFlight.has(i)) continue
-        dup.push(i)
-      }
-      chosen = this.rarest(dup, room)
-    } else {
-      chosen = []
-    }
+    let chosen = this.pick(p, room, false)
+    if (chosen.length === 0 && this.missing <= this.endgamePieces) chosen = this.pick(p, room, true)
     for (const i of chosen) {
       p.inFlight.add(i)
       let reqs = this.requested.get(i)
@@ -102,11 +96,47 @@ export class PieceScheduler {
     return chosen
   }
 
-  private rarest (candidates: number[], n: number): number[] {
-    if (candidates.length <= n && n === Number.POSITIVE_INFINITY) return candidates
-    const keyed = candidates.map(i => ({ i, a: this.availability[i], r: this.random() }))
-    keyed.sort((x, y) => x.a - y.a || x.r - y.r)
-    return keyed.slice(0, n).map(k => k.i)
+  /**
+   * The `room` rarest pieces p holds and we lack, random among equally rare ones: pieces asked of
+   * nobody yet, or (endgame) pieces not yet asked of p. Walks the bitfields a byte at a time and
+   * keeps only the best `room` candidates (no sort of every candidate).
+   */
+  private pick (p: PeerState, room: number, endgame: boolean): number[] {
+    const mine = this.have.bytes
+    const theirs = p.have.bytes
+    const all = room === Number.POSITIVE_INFINITY
+    const idx: number[] = []
+    const av: number[] = []
+    const rnd: number[] = []
+    for (let k = 0; k < theirs.length; k++) {
+      const m = theirs[k] & ~mine[k]
+      if (m === 0) continue
+      for (let bit = 0; bit < 8; bit++) {
+        if ((m & (0x80 >> bit)) === 0) continue
+        const i = k * 8 + bit
+        if (endgame) {
+          if (p.inFlight.has(i)) continue
+        } else {
+          const reqs = this.requested.get(i)
+          if (reqs !== undefined && reqs.size > 0) continue
+        }
+        if (all) { idx.push(i); continue }
+        const a = this.availability[i]
+        if (idx.length >= room && a > av[idx.length - 1]) continue
+        const r = this.random()
+        if (idx.length >= room) {
+          const last = idx.length - 1
+          if (a === av[last] && r >= rnd[last]) continue
+          idx.pop(); av.pop(); rnd.pop()
+        }
+        let j = idx.length
+        while (j > 0 && (av[j - 1] > a || (av[j - 1] === a && rnd[j - 1] > r))) j--
+        idx.splice(j, 0, i)
+        av.splice(j, 0, a)
+        rnd.splice(j, 0, r)
+      }
+    }
+    return idx
   }
 
   /** A piece arrived (verified) from peer. Returns the other peers it is still requested from (to cancel). */

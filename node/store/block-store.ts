@@ -153,6 +153,14 @@ export class BlockStore implements BlockGetter {
   }
 
   /**
+   * Stores a block the caller has just checked against its CID (the block exchange hashes every
+   * block it receives once, on arrival): the same as putVerified without hashing it again.
+   */
+  async putTrusted (cid: CID, bytes: Uint8Array): Promise<PutResult> {
+    return await this.putBlock(cid, bytes)
+  }
+
+  /**
    * Writes a block file where blockstore-fs keeps it (same sharding, same name), so blockstore-fs
    * reads it. Measured: blockstore-fs put() costs an access() for has(), a recursive mkdir, a
    * temporary file written by steno and a rename, each a round trip to the libuv thread pool;

@@ -24,7 +24,8 @@
  * stops every agent by pid.
  *
  * Options (--opt imgmesh.KEY=VALUE): client=api|cli, mesh=full|h0, mdns=on|off (default off),
- * max-in-flight=N, upload-limit=SIZE (e.g. 6M), log=LEVEL (IMGMESH_LOG of the agents, e.g.
+ * compress=zstd|off (blocks on the wire; IMGMESH_WIRE_COMPRESSION of the agents), cache-mb=N
+ * (IMGMESH_BLOCK_CACHE_MB), max-in-flight=N, upload-limit=SIZE (e.g. 6M), log=LEVEL (IMGMESH_LOG of the agents, e.g.
  * info), start-batch=N (agents started at once during setup, default 4), settle=MS (pause after
  * the mesh formed, default 1000), node-args="..." (extra node flags for the agents, e.g. --cpu-prof).
  */
@@ -87,6 +88,15 @@ function schedstat (pid: number): [number, number] {
   return [run, wait]
 }
 
+/** [user, system] CPU seconds of a process (all threads), from /proc/PID/stat. */
+function userSys (pid: number): [number, number] {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ')
+    return [Number(f[11]) / 100, Number(f[12]) / 100]
+  } catch { return [0, 0] }
+}
+
 /** CPU seconds per thread name between two threadStats readings. */
 function threadDelta (a: Map<string, [number, number]>, b: Map<string, [number, number]>): Record<string, number> {
   const out: Record<string, number> = {}
@@ -124,10 +134,16 @@ async function startAgent (ctx: TransportContext, host: Host, dataDir: string, b
   const name = `${host.name}-agent`
   const env: Record<string, string> = { IMGMESH_LOG_FORMAT: 'json' }
   if (ctx.options.log !== undefined) env.IMGMESH_LOG = ctx.options.log
+  if (ctx.options.compress !== undefined) env.IMGMESH_WIRE_COMPRESSION = ctx.options.compress
+  if (ctx.options['cache-mb'] !== undefined) env.IMGMESH_BLOCK_CACHE_MB = ctx.options['cache-mb']
   const proc = ctx.spawn({ name, host, cmd: process.execPath, args, role: host === ctx.tb.server ? 'server' : 'client', cwd: dirname(dataDir), env })
   const log = join(ctx.dir, 'logs', `${name}.log`)
   const addr = await agentAddress(ctx, proc, log, host, deadline)
-  const client = await ControlClient.find(dataDir)
+  let client: ControlClient | null = null
+  for (let i = 0; i < 50 && client === null && Date.now() < deadline; i++) {
+    client = await ControlClient.find(dataDir).catch(() => null)
+    if (client === null) await sleep(200)
+  }
   if (client === null) throw new Error(`agent on ${host.name} printed its address but its control socket does not answer`)
   return { host, dataDir, proc, log, addr, client }
 }
@@ -214,6 +230,8 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const all = [h0, ...agents]
   const loadAt0 = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
   const threads0 = all.map(a => threadStats(a.proc.pid))
+  const us0 = all.map(a => userSys(a.proc.pid))
+  const us1: Array<[number, number]> = all.map(() => [0, 0])
   const threads1 = all.map(() => new Map<string, [number, number]>())
   const sched0 = all.map(a => schedstat(a.proc.pid))
   const sched1: Array<[number, number]> = sched0.map(() => [0, 0])
@@ -241,6 +259,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
       out.receivedAt ??= out.finishedAt
       sched1[i + 1] = schedstat(a.proc.pid)
       threads1[i + 1] = threadStats(a.proc.pid)
+      us1[i + 1] = userSys(a.proc.pid)
     } catch (err) {
       out.error = (err as Error).message
     } finally {
@@ -250,11 +269,12 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
 
   sched1[0] = schedstat(h0.proc.pid)
   threads1[0] = threadStats(h0.proc.pid)
+  us1[0] = userSys(h0.proc.pid)
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
-  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9, threads: threadDelta(threads0[i], threads1[i]) }))
+  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9, userS: us1[i][0] - us0[i][0], sysS: us1[i][1] - us0[i][1], threads: threadDelta(threads0[i], threads1[i]) }))
   const cl = cpu.slice(1).filter(c => c.cpuS > 0)
   const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
-  notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)
+  notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (user ${mean(cl.map(c => c.userS)).toFixed(1)}, sys ${mean(cl.map(c => c.sysS)).toFixed(1)}; wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)
   // What each agent sent and received, for the write-up.
   const statuses = await Promise.all(all.map(async (a, i) => {
     try { return { ...cpu[i], finishedS: i === 0 ? null : (outcomes[i - 1].finishedAt ?? t0) / 1000 - t0 / 1000, ...(await a.client.call<StatusAnswer>('status')).traffic } } catch { return cpu[i] }
@@ -263,7 +283,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const h0Traffic = statuses[0] as { sent?: number }
   if (h0Traffic.sent !== undefined) notes.push(`h0 agent served ${(h0Traffic.sent / ctx.image.bytes).toFixed(2)} F of block data`)
   await ctx.stopAll()
-  notes.unshift(`one agent per host, ${mesh === 'full' ? 'full mesh' : 'bootstrap to h0'}, deploy through the ${mode === 'api' ? 'control socket' : 'CLI'}${ctx.options['max-in-flight'] === undefined ? '' : `, max-in-flight ${ctx.options['max-in-flight']}`}${ctx.options['upload-limit'] === undefined ? '' : `, upload-limit ${ctx.options['upload-limit']}`}`)
+  notes.unshift(`one agent per host, ${mesh === 'full' ? 'full mesh' : 'bootstrap to h0'}, deploy through the ${mode === 'api' ? 'control socket' : 'CLI'}, wire compression ${ctx.options.compress ?? 'default'}${ctx.options['max-in-flight'] === undefined ? '' : `, max-in-flight ${ctx.options['max-in-flight']}`}${ctx.options['upload-limit'] === undefined ? '' : `, upload-limit ${ctx.options['upload-limit']}`}`)
   return { t0, clients: outcomes, setupMs, notes }
 }
 

@@ -1,0 +1,158 @@
+/**
+ * Blocks compressed on the wire. `/imgmesh/blocks/1.1.0` is `/imgmesh/blocks/1.0.0` (see
+ * protocols/blocks/messages.ts) plus one message, sent only by the serving side:
+ *
+ *     0x06 ZBLOCK  varint(request id) varint(n) n × (cid varint(zlen) zlen bytes)
+ *
+ * Each entry is one block as a single zstd frame whose header carries the content size (at most
+ * MAX_BLOCK_SIZE; a frame without it, or that decompresses to more, is an EPROTOCOL error). A
+ * server sends a block that does not shrink by at least 10 % as a plain BLOCK. Peers negotiate
+ * the protocol when the requesting side opens its stream (1.1.0 first, then 1.0.0), so an agent
+ * that knows only 1.0.0 still gets plain blocks.
+ *
+ * Why: a Debian tree's chunks compress about 2.2:1 with zstd (measured on the testbed image,
+ * 64 KiB chunks compressed one by one, level 3), which halves the bytes on every link and the
+ * encryption and system-call work per block. The origin compresses each block once (in the
+ * thread pool); every receiver keeps the compressed bytes it got and relays them as they are, so
+ * a block is compressed once in the whole swarm and decompressed once per receiver. The receiver
+ * checks the decompressed bytes against the CID, as for any block.
+ *
+ * TODO(protocols): this format belongs in protocols/blocks/messages.ts next to the others.
+ */
+import { zstdCompress, zstdDecompressSync, constants as zc } from 'node:zlib'
+import type { Uint8ArrayList } from 'uint8arraylist'
+import { CID } from 'multiformats/cid'
+import type { MessageStream } from '@libp2p/interface'
+import { Cursor, protocolError, readFrames, varintLength, writeVarint } from '../../protocols/blocks/frame.ts'
+import { MAX_BLOCK_SIZE, MAX_CID_LENGTH, MAX_FRAME_SIZE, MAX_LIST_LENGTH, MAX_REQUEST_ID, decodeMessage, type BlocksMessage } from '../../protocols/blocks/messages.ts'
+
+export const BLOCKS_PROTOCOL_Z = '/imgmesh/blocks/1.1.0'
+export const ZBLOCK = 0x06
+/** A block is sent compressed only if that saves at least this fraction. */
+const MIN_SAVING = 0.1
+const LEVEL = 3
+
+export interface ZBlock { cid: CID, z: Uint8Array }
+export interface ZBlockMessage { type: 'zblock', id: number, blocks: ZBlock[] }
+export type WireMessage = BlocksMessage | ZBlockMessage
+
+/** The frame parts of a ZBLOCK message (block bytes not copied). */
+export function encodeZBlocks (msg: ZBlockMessage): Uint8Array[] {
+  if (msg.blocks.length > MAX_LIST_LENGTH) throw protocolError(`${msg.blocks.length} blocks in one message`)
+  let body = 1 + varintLength(msg.id) + varintLength(msg.blocks.length)
+  for (const b of msg.blocks) body += varintLength(b.cid.bytes.length) + b.cid.bytes.length + varintLength(b.z.length) + b.z.length
+  if (body > MAX_FRAME_SIZE) throw protocolError(`message of ${body} bytes exceeds ${MAX_FRAME_SIZE}`)
+  const parts: Uint8Array[] = []
+  const head = new Uint8Array(32)
+  let p = writeVarint(body, head, 0)
+  head[p++] = ZBLOCK
+  p = writeVarint(msg.id, head, p)
+  p = writeVarint(msg.blocks.length, head, p)
+  parts.push(head.subarray(0, p))
+  for (const b of msg.blocks) {
+    const h = new Uint8Array(varintLength(b.cid.bytes.length) + b.cid.bytes.length + varintLength(b.z.length))
+    let q = writeVarint(b.cid.bytes.length, h, 0)
+    h.set(b.cid.bytes, q)
+    q += b.cid.bytes.length
+    writeVarint(b.z.length, h, q)
+    parts.push(h)
+    if (b.z.length > 0) parts.push(b.z)
+  }
+  return parts
+}
+
+/** Bytes of a ZBLOCK message with these entries (for packing frames). */
+export function zblockSize (blocks: Array<{ cid: CID, bytes: number }>): number {
+  let n = 1 + 5 + varintLength(blocks.length)
+  for (const b of blocks) n += varintLength(b.cid.bytes.length) + b.cid.bytes.length + varintLength(b.bytes) + b.bytes
+  return n
+}
+
+function readCid (c: Cursor): CID {
+  const bytes = c.take(c.varint(MAX_CID_LENGTH)).slice()
+  let cid: CID
+  try { cid = CID.decode(bytes) } catch (err) { throw protocolError(`bad CID (${(err as Error).message})`) }
+  if (cid.version !== 1) throw protocolError('only CIDv1 is accepted')
+  return cid
+}
+
+function decodeZBlocks (body: Uint8ArrayList): ZBlockMessage {
+  const c = new Cursor(body)
+  c.byte()
+  const id = c.varint(MAX_REQUEST_ID)
+  const n = c.varint(MAX_LIST_LENGTH)
+  const blocks: ZBlock[] = []
+  for (let i = 0; i < n; i++) {
+    const cid = readCid(c)
+    const len = c.varint(MAX_BLOCK_SIZE)
+    blocks.push({ cid, z: c.take(len) })
+  }
+  c.end()
+  return { type: 'zblock', id, blocks }
+}
+
+/** Messages of a 1.0.0 or 1.1.0 stream until its remote end closes; EPROTOCOL on garbage. */
+export async function * readWireMessages (source: MessageStream | AsyncIterable<Uint8Array | Uint8ArrayList>): AsyncGenerator<WireMessage> {
+  for await (const frame of readFrames(source, MAX_FRAME_SIZE)) {
+    if (frame.byteLength > 0 && frame.get(0) === ZBLOCK) yield decodeZBlocks(frame)
+    else yield decodeMessage(frame)
+  }
+}
+
+/**
+ * The content size a zstd frame header declares, or null if the header does not say (or is not a
+ * zstd frame header). RFC 8878 3.1.1: magic, frame header descriptor, optional window descriptor,
+ * optional dictionary id, then the frame content size field.
+ */
+export function frameContentSize (z: Uint8Array): number | null {
+  if (z.length < 6 || z[0] !== 0x28 || z[1] !== 0xb5 || z[2] !== 0x2f || z[3] !== 0xfd) return null
+  const fhd = z[4]
+  const fcsFlag = fhd >> 6
+  const single = (fhd & 0x20) !== 0
+  const dictBytes = [0, 1, 2, 4][fhd & 3]
+  const fcsBytes = fcsFlag === 0 ? (single ? 1 : 0) : [0, 2, 4, 8][fcsFlag]
+  if (fcsBytes === 0) return null
+  let p = 5 + (single ? 0 : 1) + dictBytes
+  if (p + fcsBytes > z.length) return null
+  let v = 0
+  for (let k = 0; k < Math.min(fcsBytes, 6); k++) v += z[p + k] * 2 ** (8 * k)
+  if (fcsBytes === 8 && (z[p + 6] !== 0 || z[p + 7] !== 0)) return null
+  if (fcsBytes === 2) v += 256
+  p += fcsBytes
+  return v
+}
+
+/**
+ * The blocks in zstd frames. Each frame must declare its content size, at most MAX_BLOCK_SIZE,
+ * and decompress to exactly that; EPROTOCOL otherwise. (Node's zstd decompressor stops after the
+ * first frame of a concatenation, so each frame takes its own call.)
+ */
+export function decompressBlocks (frames: Uint8Array[]): Uint8Array[] {
+  return frames.map((z) => {
+    const n = frameContentSize(z)
+    if (n === null || n > MAX_BLOCK_SIZE) throw protocolError('compressed block without a valid content size')
+    let out: Uint8Array
+    try {
+      out = zstdDecompressSync(z, { maxOutputLength: Math.max(1, n) })
+    } catch (err) {
+      throw protocolError(`bad compressed block (${(err as Error).message})`)
+    }
+    if (out.length !== n) throw protocolError('compressed block does not decompress to its declared size')
+    return out
+  })
+}
+
+/** One block in a zstd frame (see decompressBlocks). */
+export function decompressBlock (z: Uint8Array): Uint8Array {
+  return decompressBlocks([z])[0]
+}
+
+/** The block as a zstd frame, or null when compressing does not pay (in the thread pool). */
+export async function compressBlock (bytes: Uint8Array): Promise<Uint8Array | null> {
+  if (bytes.length < 512) return null
+  const z = await new Promise<Uint8Array>((resolve, reject) => {
+    // the pledged size puts the content size in the frame header (decompressBlocks needs it)
+    zstdCompress(bytes, { pledgedSrcSize: bytes.length, params: { [zc.ZSTD_c_compressionLevel]: LEVEL } }, (err, out) => { if (err !== null) reject(err); else resolve(out) })
+  })
+  return z.length <= bytes.length * (1 - MIN_SAVING) ? z : null
+}

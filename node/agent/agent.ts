@@ -239,8 +239,16 @@ export class Agent {
         return await this.store.resolve(spec)
       }
       if (err.code !== 'ENOIMAGE' && err.code !== 'ENOVERSION') throw err
-      await this.versions.syncAll()
-      return await this.store.resolve(spec)
+      // Ask the peers; a heads exchange can fail on a busy connection, so try a few times.
+      for (let attempt = 1; ; attempt++) {
+        await this.versions.syncAll()
+        try {
+          return await this.store.resolve(spec)
+        } catch (again) {
+          if (attempt >= 3 || !(again instanceof ImgmeshError) || (again.code !== 'ENOIMAGE' && again.code !== 'ENOVERSION')) throw again
+          await new Promise(resolve => setTimeout(resolve, 300 * attempt))
+        }
+      }
     }
   }
 

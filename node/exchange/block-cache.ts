@@ -23,11 +23,6 @@ export class BlockCache {
     return b
   }
 
-  /** Size of a cached block without touching its recency (undefined if absent). */
-  peekSize (key: string): number | undefined {
-    return this.map.get(key)?.length
-  }
-
   put (key: string, bytes: Uint8Array): void {
     if (bytes.length > this.maxBytes) return
     const old = this.map.get(key)

@@ -10,9 +10,7 @@ import type { CID } from 'multiformats/cid'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { SwarmLibp2p } from '../swarm/libp2p-node.ts'
 import type { BlockStore } from '../store/block-store.ts'
-import { DAG_CBOR_CODE, matchesCid } from '../store/cid.ts'
-import { decodeVersion } from '../../protocols/version.ts'
-import { loadTree, type DirNode } from '../tree/tree-loader.ts'
+import { matchesCid } from '../store/cid.ts'
 import { BLOCKS_PROTOCOL, encode, packBlocks, readMessages, type Block, type BlocksMessage, type HaveSet } from '../../protocols/blocks/messages.ts'
 import { sendParts } from '../../protocols/blocks/frame.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
@@ -26,10 +24,6 @@ import { createLogger } from '../logger.ts'
 const log = createLogger('exchange')
 /** Bytes of block data per BLOCK frame. */
 const FRAME_BYTES = 1024 * 1024
-/** Most blocks read (and compressed) together for one frame. */
-const MAX_BATCH_BLOCKS = 64
-/** Size assumed for a block not in memory (the chunker's average). */
-const GUESS_BLOCK_BYTES = 64 * 1024
 /** Marks a block in the compressed cache that does not compress (sent plain). */
 const INCOMPRESSIBLE = new Uint8Array(0)
 /** Default memory for verified blocks kept for the deploy and for relaying (see block-cache.ts). */
@@ -46,23 +40,7 @@ export interface Offer {
   have: 'all' | Bitfield
   /** Set while this node is the first holder of a brand-new version. */
   superSeed?: SuperSeed
-  /** The version's tree blocks, root first, breadth first (worked out from the store if absent). */
-  treeBlocks?: CID[]
 }
-
-/** A version's tree blocks, root first, breadth first. */
-export function treeBlockList (root: DirNode): CID[] {
-  const out: CID[] = []
-  const queue: DirNode[] = [root]
-  for (let i = 0; i < queue.length; i++) {
-    out.push(queue[i].cid)
-    for (const child of queue[i].children.values()) queue.push(child)
-  }
-  return out
-}
-
-/** Takes a block pushed unasked (a tree block of a version being prepared); returns whether it was used. */
-export type UnaskedHandler = (peer: string, cid: CID, bytes: Uint8Array) => boolean
 
 export interface HaveEvent { peer: string, version: CID, pieceCount: number, have: HaveSet }
 
@@ -110,13 +88,6 @@ export class BlockExchange {
   private readonly haveListeners = new Map<string, Set<(e: HaveEvent) => void>>()
   private readonly banned = new Map<string, number>()
   private readonly servedStreams = new Set<Stream>()
-  /** Tree blocks of versions we hold in full, for pushing to peers that are loading the tree. */
-  private readonly treeLists = new Map<string, Promise<CID[] | null>>()
-  private readonly unaskedHandlers = new Set<UnaskedHandler>()
-  private readonly compressing = new Map<string, Promise<Uint8Array>>()
-  /** Tree bytes pushed unasked, and received so. */
-  treePushed = 0
-  treePushReceived = 0
   /** Per version: served peers that asked while we had nothing of it (told when we have an offer). */
   private readonly interested = new Map<string, Set<(version: CID) => void>>()
   readonly traffic = new Map<string, PeerTraffic>()
@@ -258,7 +229,6 @@ export class BlockExchange {
           if (msg.type === 'zblock') {
             // Only what someone waits for is decompressed (all of it in one call).
             const wanted = msg.blocks.map(b => this.waiters.has(b.cid.toString()))
-            // (unasked tree blocks are decompressed one by one in takeUnasked)
             raw = wire.map(() => null)
             const frames = wire.filter((_z, k) => wanted[k])
             if (frames.length > 0) {
@@ -281,12 +251,8 @@ export class BlockExchange {
             this.wireReceived += wire[k].length
             const key = cid.toString()
             const waiter = this.waiters.get(key)
-            if (waiter === undefined) {
-              if (this.unaskedHandlers.size > 0 && cid.code === DAG_CBOR_CODE) this.takeUnasked(peer, cid, msg.type === 'zblock' ? null : wire[k], msg.type === 'zblock' ? wire[k] : null)
-              continue
-            }
             const bytes = raw[k]
-            if (bytes === null) continue
+            if (waiter === undefined || bytes === null) continue
             if (!matchesCid(cid, bytes)) {
               this.badBlocks++
               waiter.reject(peer, false)
@@ -307,25 +273,6 @@ export class BlockExchange {
     } finally {
       session.closed = true
       if (this.sessions.has(peer)) this.dropPeer(peer)
-    }
-  }
-
-  /** A tree block pushed unasked: checked, then offered to the fetches loading a tree. */
-  private takeUnasked (peer: string, cid: CID, raw: Uint8Array | null, z: Uint8Array | null): void {
-    let bytes = raw
-    if (bytes === null && z !== null) { try { bytes = decompressBlocks([z])[0] } catch { bytes = null } }
-    if (bytes === null || !matchesCid(cid, bytes)) {
-      this.badBlocks++
-      this.ban(peer, `pushed a tree block that does not hash to ${cid.toString()}`)
-      return
-    }
-    this.treePushReceived += bytes.length
-    for (const fn of this.unaskedHandlers) {
-      if (fn(peer, cid, bytes)) {
-        this.cache.put(cid.toString(), bytes)
-        if (z !== null) this.zcache.put(cid.toString(), z)
-        return
-      }
     }
   }
 
@@ -374,32 +321,6 @@ export class BlockExchange {
       }
     }
     throw new ImgmeshError('ENOBLOCK', `no peer could send block ${key} (asked ${peers.length})`)
-  }
-
-  /** While a fetch loads its tree, tree blocks that peers push unasked go to fn (verified first). */
-  acceptUnasked (fn: UnaskedHandler): () => void {
-    this.unaskedHandlers.add(fn)
-    return () => { this.unaskedHandlers.delete(fn) }
-  }
-
-  /** The tree blocks of a version we hold in full (from the offer, else from the store), or null. */
-  private async treeList (offer: Offer): Promise<CID[] | null> {
-    if (offer.treeBlocks !== undefined) return offer.treeBlocks
-    const key = offer.version.toString()
-    let p = this.treeLists.get(key)
-    if (p === undefined) {
-      p = (async () => {
-        try {
-          const { body } = decodeVersion(await this.store.get(offer.version))
-          return treeBlockList(await loadTree(this.store, body.tree, 64))
-        } catch (err) {
-          log.debug('no tree list to push', { version: key, error: (err as Error).message })
-          return null
-        }
-      })()
-      this.treeLists.set(key, p)
-    }
-    return await p
   }
 
   /**
@@ -481,8 +402,6 @@ export class BlockExchange {
       }).catch(() => {})
     }
     const updater = setInterval(flushHave, HAVE_UPDATE_MS)
-    /** Tree blocks queued unasked (pushed), still to go out. */
-    const pushed = new Set<string>()
     const zStream = this.compress && stream.protocol === BLOCKS_PROTOCOL_Z
 
     const worker = async (): Promise<void> => {
@@ -491,34 +410,28 @@ export class BlockExchange {
         const batch: Block[] = []
         const zbatch: ZBlock[] = []
         const missing: CID[] = []
-        // Take about a frame's worth of requests (sizes known from the caches, else guessed),
-        // then read and compress them all at once: compression runs in the thread pool, and one
-        // round trip per block in turn would hold the frame back.
-        const take: Array<{ cid: CID, key: string }> = []
-        let estimate = 0
-        while (queue.length > 0 && estimate < FRAME_BYTES && take.length < MAX_BATCH_BLOCKS) {
+        let bytes = 0
+        while (queue.length > 0 && bytes < FRAME_BYTES) {
           const cid = queue.shift()!
           const key = cid.toString()
           if (cancelled.delete(key)) continue
           if (!this.allowedBySuperSeed(peer, key, watching)) { missing.push(cid); continue }
-          take.push({ cid, key })
-          estimate += (zStream ? this.zcache.peekSize(key) : undefined) ?? this.cache.peekSize(key) ?? GUESS_BLOCK_BYTES
-        }
-        const ready = await Promise.all(take.map(async ({ cid, key }) => {
           try {
             if (zStream) {
-              const z = this.zcache.get(key) ?? await this.compressOnce(cid, key)
-              if (z.length > 0) return { cid, z }
+              let z = this.zcache.get(key)
+              if (z === undefined) {
+                const raw = await this.rawBlock(cid, key)
+                z = (await compressBlock(raw)) ?? INCOMPRESSIBLE
+                this.zcache.put(key, z)
+              }
+              if (z.length > 0) { zbatch.push({ cid, z }); bytes += z.length; continue }
             }
-            return { cid, raw: await this.rawBlock(cid, key) }
+            const data = await this.rawBlock(cid, key)
+            batch.push({ cid, bytes: data })
+            bytes += data.length
           } catch {
-            return { cid }
+            missing.push(cid)
           }
-        }))
-        for (const r of ready) {
-          if ('z' in r && r.z !== undefined) zbatch.push({ cid: r.cid, z: r.z })
-          else if ('raw' in r && r.raw !== undefined) batch.push({ cid: r.cid, bytes: r.raw })
-          else missing.push(r.cid)
         }
         if (missing.length > 0) await send({ type: 'dont-have', id: 0, cids: missing })
         const sent = (cid: CID, n: number): void => {
@@ -527,7 +440,6 @@ export class BlockExchange {
           this.bytesSent += n
           this.wireSent += n
           this.blocksServed++
-          if (pushed.delete(cid.toString())) this.treePushed += n
           this.noteSent(peer, cid.toString(), watching)
         }
         if (zbatch.length > 0) {
@@ -562,15 +474,6 @@ export class BlockExchange {
             continue
           }
           await tell(key, offer)
-          // The asker does not know the piece list yet (it is loading the tree): if we hold the
-          // whole version, send it the tree at once instead of waiting for one WANT per level.
-          if (msg.pieceCount === 0 && (offer.have === 'all' || offer.have.complete)) {
-            const blocks = await this.treeList(offer)
-            if (blocks !== null && !ended) {
-              for (const c of blocks) { cancelled.delete(c.toString()); queue.push(c); pushed.add(c.toString()) }
-              waker.wake?.()
-            }
-          }
         } else if (msg.type === 'want') {
           for (const c of msg.cids) { cancelled.delete(c.toString()); queue.push(c) }
           waker.wake?.()
@@ -589,24 +492,6 @@ export class BlockExchange {
       this.servedStreams.delete(stream)
       stream.abort(new Error('closed'))
     }
-  }
-
-  /** Compresses a block for the wire once, however many peers ask for it at the same time. */
-  private async compressOnce (cid: CID, key: string): Promise<Uint8Array> {
-    let p = this.compressing.get(key)
-    if (p === undefined) {
-      p = (async () => {
-        try {
-          const z = (await compressBlock(await this.rawBlock(cid, key))) ?? INCOMPRESSIBLE
-          this.zcache.put(key, z)
-          return z
-        } finally {
-          this.compressing.delete(key)
-        }
-      })()
-      this.compressing.set(key, p)
-    }
-    return await p
   }
 
   /** A verified block for serving: from memory if it just came or went, else from the store. */

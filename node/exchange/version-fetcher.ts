@@ -6,7 +6,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import type { BlockGetter, BlockStore } from '../store/block-store.ts'
-import { treeBlockList, type BlockExchange, type HaveEvent, type Offer } from './block-exchange.ts'
+import type { BlockExchange, HaveEvent, Offer } from './block-exchange.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
 import { PieceScheduler } from '../fetch/piece-scheduler.ts'
 import { PeerRates } from '../fetch/peer-rates.ts'
@@ -22,10 +22,6 @@ const TREE_REQUEST_TIMEOUT_MS = 5000
 const TREE_HOLDER_WAIT_MS = 2000
 /** Tree blocks requested at once (the loader walks the tree breadth first). */
 const TREE_CONCURRENCY = 256
-/** While tree blocks are being pushed to us, a block not here yet is asked for only after this long. */
-const TREE_PUSH_GRACE_MS = 300
-/** Most bytes of pushed tree blocks taken in (beyond: ignored, fetched on demand). */
-const TREE_PUSH_BUDGET = 64 * 1024 * 1024
 
 interface TreeRequest { cid: CID, resolve: (b: Uint8Array) => void, reject: (e: Error) => void, tried: Set<string>, peer: string | null, at: number }
 /** What a peer said it holds before the piece list was known (HAVE answers that came during prepare()). */
@@ -93,15 +89,6 @@ export class VersionFetcher implements BlockGetter {
   private treeSince = 0
   private rates: PeerRates | null = null
   private lastLog = 0
-  /** Tree blocks pushed to us while loading the tree. */
-  private readonly pushedTree = new Map<string, Uint8Array>()
-  private pushedBytes = 0
-  private lastPush = 0
-  /** Milestones of prepare(), ms after it began (for logs). */
-  private readonly marks: Record<string, number> = {}
-  private prepareStart = 0
-
-  private readonly createdAt = Date.now()
 
   constructor (exchange: BlockExchange, store: BlockStore, version: CID, tree: CID, opts: FetcherOptions) {
     this.exchange = exchange
@@ -121,29 +108,21 @@ export class VersionFetcher implements BlockGetter {
    */
   async prepare (): Promise<void> {
     const started = Date.now()
-    this.prepareStart = started
-    this.marks.created = this.createdAt - started
     this.cleanups.push(this.exchange.onHave(this.version, (e) => { this.onHave(e) }))
     this.probe()
     const treeGetter: BlockGetter = {
       get: async (cid) => {
-        const pushed = this.pushedTree.get(cid.toString())
-        if (pushed !== undefined) return pushed
         if (await this.store.has(cid)) return await this.store.get(cid)
         return await this.treeBlock(cid)
       }
     }
-    const unaccept = this.exchange.acceptUnasked((peer, cid, bytes) => this.onPushedTree(peer, cid, bytes))
     try {
       this.tree = await loadTree(treeGetter, this.treeCid, TREE_CONCURRENCY)
-      this.marks.treeLoaded = Date.now() - started
     } catch (err) {
       this.cleanup()
       throw err
     } finally {
-      unaccept()
       this.stopTreeFetch()
-      this.pushedTree.clear()
     }
     const pieces = pieceList(this.tree)
     const have = new Bitfield(pieces.length)
@@ -157,9 +136,9 @@ export class VersionFetcher implements BlockGetter {
     if (this.opts.inFlightTargetMs !== 0) this.rates = new PeerRates(this.totalBytes / Math.max(1, pieces.length), { targetMs: this.opts.inFlightTargetMs ?? 600, max: maxInFlight })
     const index = new Map<string, number>()
     pieces.forEach((p, i) => index.set(p.cid.toString(), i))
-    this.offer = { version: this.version, pieces: pieces.map(p => p.cid), index, have, treeBlocks: treeBlockList(this.tree) }
+    this.offer = { version: this.version, pieces: pieces.map(p => p.cid), index, have }
     this.startedAt = Date.now()
-    log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size, pushed: this.pushedBytes, ...this.marks })
+    log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size })
     // Peers that asked us about this version before we had anything now hear that we do.
     this.exchange.offerReady(this.version)
   }
@@ -175,28 +154,6 @@ export class VersionFetcher implements BlockGetter {
   }
 
   // ------------------------------------------------------------------ tree blocks
-
-  /** A tree block a holder pushed to us: answers a pending request, or waits for loadTree. */
-  private onPushedTree (_peer: string, cid: CID, bytes: Uint8Array): boolean {
-    if (this.tree !== null) return false
-    const key = cid.toString()
-    if (this.pushedTree.has(key)) return true
-    if (this.pushedBytes + bytes.length > TREE_PUSH_BUDGET) return false
-    this.pushedTree.set(key, bytes)
-    if (this.pushedBytes === 0) this.marks.firstPush = Date.now() - this.prepareStart
-    this.pushedBytes += bytes.length
-    this.lastPush = Date.now()
-    void this.store.putTrusted(cid, bytes).catch(() => {})
-    const pending = this.treePending.get(key)
-    if (pending !== undefined) {
-      this.treePending.delete(key)
-      this.exchange.unexpect(cid)
-      pending.resolve(bytes)
-    }
-    const k = this.treeQueue.findIndex(r => r.cid.toString() === key)
-    if (k >= 0) this.treeQueue.splice(k, 1)[0].resolve(bytes)
-    return true
-  }
 
   private async treeBlock (cid: CID): Promise<Uint8Array> {
     return await new Promise<Uint8Array>((resolve, reject) => {
@@ -219,11 +176,6 @@ export class VersionFetcher implements BlockGetter {
 
   private sendTreeRequests (): void {
     if (this.treeQueue.length === 0) return
-    // A holder is pushing the tree: what has not come yet probably will; ask only after a pause.
-    if (Date.now() - this.lastPush < TREE_PUSH_GRACE_MS) {
-      setTimeout(() => { this.flushTree() }, TREE_PUSH_GRACE_MS)
-      return
-    }
     const holders = [...this.holders].filter(p => !this.exchange.isBanned(p))
     const load = new Map<string, number>(holders.map(h => [h, 0]))
     for (const r of this.treePending.values()) if (r.peer !== null && load.has(r.peer)) load.set(r.peer, (load.get(r.peer) ?? 0) + 1)
@@ -318,9 +270,8 @@ export class VersionFetcher implements BlockGetter {
     // What peers said while the tree was loading.
     for (const [peer, e] of this.early) {
       if (this.exchange.isBanned(peer)) continue
-      // An answer that did not fit the piece list (a peer that echoed our count): ask again,
-      // but one that said it holds everything is used at once.
-      if (e.pieceCount !== s.pieces && !e.all) { this.asked.delete(peer); continue }
+      // An answer that did not fit the piece list (a peer that echoed our count): ask again.
+      if (e.pieceCount !== s.pieces) { this.asked.delete(peer); continue }
       s.setPeer(peer, e.all ? Bitfield.full(s.pieces) : (e.bits ?? new Bitfield(s.pieces)))
     }
     this.early.clear()
@@ -352,10 +303,7 @@ export class VersionFetcher implements BlockGetter {
 
   private onHave (e: HaveEvent): void {
     // An answer with an offer (pieces, or a complete empty version) means the peer holds the tree.
-    if (e.pieceCount > 0 || e.have.kind === 'all') {
-      if (this.holders.size === 0) this.marks.firstHolder ??= Date.now() - this.prepareStart
-      this.holders.add(e.peer)
-    }
+    if (e.pieceCount > 0 || e.have.kind === 'all') this.holders.add(e.peer)
     const s = this.scheduler
     if (s === null) {
       this.noteEarly(e)

@@ -223,15 +223,6 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   }
   notes.push(await waitForSwarm(agents, mesh === 'full' ? [h0, ...agents] : [h0], Math.min(setupDeadline, Date.now() + 30_000 + 500 * clients.length)))
   await sleep(Number(opt(ctx, 'settle', '1000')))
-  if (ctx.options['idle-probe'] !== undefined) {
-    // CPU the agents use while idle in a formed swarm (timers, DHT, gossip), before any deploy.
-    const seconds = Number(ctx.options['idle-probe'])
-    const all = [h0, ...agents]
-    const before = all.map(a => schedstat(a.proc.pid)[0])
-    await sleep(seconds * 1000)
-    const used = all.map((a, i) => (schedstat(a.proc.pid)[0] - before[i]) / 1e9)
-    notes.push(`idle swarm: ${(used.reduce((x, y) => x + y, 0) / all.length / seconds * 100).toFixed(1)} % of a CPU per agent over ${seconds} s`)
-  }
   const setupMs = Date.now() - setupStart
 
   // t0: every client deploys at once.
@@ -302,13 +293,4 @@ export const imgmeshTransport: Transport = {
   tools: [],
   description: 'one imgmesh agent per host, image captured on h0, every client deploys at once',
   run
-}
-
-/** The same with blocks compressed on the wire (zstd; T_min stays on the uncompressed bytes). */
-export const imgmeshZstdTransport: Transport = {
-  name: 'imgmesh-zstd',
-  needsTar: false,
-  tools: [],
-  description: 'imgmesh with zstd-compressed blocks on the wire',
-  run: async (ctx) => await run({ ...ctx, options: { compress: 'zstd', ...ctx.options } })
 }

@@ -4,7 +4,8 @@
  * (the I/O + hash floor), and `tar -x` / `rsync -aHAX` into an empty target (deploy).
  *
  *   npm run bench:capture -- [--runs 3] [--big-mb 1024] [--trees debian,big] [--inline 0,512,2048,4096]
- *                            [--work /var/tmp/imgmesh-bench] [--settle 0] [--out results/bench-capture.json]
+ *                            [--work /var/tmp/imgmesh-bench] [--settle 0] [--keep] [--compare DIR,...]
+ *                            [--out results/bench-capture.json]
  *
  * Trees: the debootstrap Debian root, and a ≥1 GiB tree (the Debian root plus large files of
  * pseudo-random and repetitive data), both built once and cached under /var/cache/imgmesh-test.
@@ -19,7 +20,13 @@
  * the tools measured create thousands of files. So every output is kept until all timings are
  * done (about 7 GB per run of the 1 GiB tree, 1.2 GB per run of the Debian tree); with
  * --settle S each tree's outputs are deleted after its runs, then the next waits S seconds
- * (370 to be safe). /tmp is where other test suites create and delete trees all the time.
+ * (370 to be safe). /tmp is where other test suites create and delete trees all the time; the
+ * work root gets the ext4 top-directory flag (chattr +T), so each tree's outputs start in a
+ * block group of their own.
+ *
+ * --compare DIR,...: other checkouts of imgmesh (e.g. `git archive COMMIT | tar -x -C DIR`, with
+ * node_modules and node/native/build in place) whose capture and deploy are timed in the same
+ * runs, alternating with this one's, for before/after figures under the same conditions.
  *
  * --inline N,N,...: extra capture-only runs of the Debian tree with other inline thresholds
  * (files up to N bytes kept in their tree block): store bytes, blocks and capture time.
@@ -28,7 +35,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm, mkdir, writeFile, readdir, readFile, appendFile, stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { createHash } from 'node:crypto'
-import { join, dirname } from 'node:path'
+import { join, dirname, resolve, basename } from 'node:path'
 import { parseArgs } from 'node:util'
 import { CID } from 'multiformats/cid'
 import { ImageStore } from '../node/image/image-store.ts'
@@ -44,6 +51,8 @@ const { values } = parseArgs({
     inline: { type: 'string', default: '' },
     work: { type: 'string', default: '/var/tmp/imgmesh-bench' },
     settle: { type: 'string', default: '0' },
+    keep: { type: 'boolean', default: false },
+    compare: { type: 'string', default: '' },
     out: { type: 'string', default: 'results/bench-capture.json' }
   }
 })
@@ -147,7 +156,23 @@ async function changeFivePercent (dir: string): Promise<number> {
 }
 
 type Runs = Record<string, number[]>
-interface Row { tree: string, bytes: number, files: number, changedFiles: number, medians: Record<string, number>, runs: Runs }
+
+/** A capture + deploy implementation: this checkout's, or another's for --compare. */
+interface Impl {
+  label: string
+  ImageStore: typeof ImageStore
+  capture: typeof capture
+  deploy: typeof deploy
+}
+
+async function loadImpl (dir: string): Promise<Impl> {
+  const root = resolve(dir)
+  const s = await import(join(root, 'node/image/image-store.ts')) as typeof import('../node/image/image-store.ts')
+  const c = await import(join(root, 'node/image/capture.ts')) as typeof import('../node/image/capture.ts')
+  const d = await import(join(root, 'node/target/deploy.ts')) as typeof import('../node/target/deploy.ts')
+  return { label: basename(root), ImageStore: s.ImageStore, capture: c.capture, deploy: d.deploy }
+}
+interface Row { tree: string, bytes: number, files: number, changedFiles: number, medians: Record<string, number>, mins: Record<string, number>, runs: Runs }
 
 const leftovers: string[] = []
 
@@ -165,7 +190,7 @@ async function cleanUp (work: string): Promise<void> {
   await sleep(SETTLE_S)
 }
 
-async function benchTree (name: string, tree: string, workRoot: string): Promise<Row> {
+async function benchTree (name: string, tree: string, workRoot: string, others: Impl[]): Promise<Row> {
   const bytes = du(tree)
   const work = await mkdtemp(join(workRoot, `${name}-`))
   const m: Runs = {}
@@ -176,8 +201,21 @@ async function benchTree (name: string, tree: string, workRoot: string): Promise
     sh(`tar -C ${tree} -cf - . > /dev/null`) // warm the page cache
     const tarFile = join(work, 'tree.tar')
     sh(`tar -C ${tree} -cf ${tarFile} .`)
+    // Other implementations (--compare), each into its own empty store and target; before this
+    // checkout's capture on odd runs, after it on even ones.
+    const runOthers = async (run: number): Promise<void> => {
+      for (const impl of others) {
+        const d = join(work, `data-${impl.label}-${run}`)
+        const st = await impl.ImageStore.open(d)
+        const [tc] = await timed(async () => await impl.capture(st, { source: tree, image: 'bench', defaultExcludes: false }))
+        add(`${impl.label}:captureS`, tc)
+        const [td] = await timed(async () => await impl.deploy(st, await st.resolve('bench'), { target: join(work, `tgt-${impl.label}-${run}`) }))
+        add(`${impl.label}:deployS`, td)
+      }
+    }
     for (let run = 0; run < RUNS; run++) {
       console.error(`${name}: run ${run + 1}/${RUNS}`)
+      if (run % 2 === 1) await runOthers(run)
       // imgmesh capture into an empty store
       const data = join(work, `data${run}`)
       const store = await ImageStore.open(data)
@@ -189,6 +227,7 @@ async function benchTree (name: string, tree: string, workRoot: string): Promise
       add('imgmeshBlocks', blocks.count)
       const v1 = await store.getVersion((await store.refs.head('bench'))!.cid)
       add('imgmeshChunks', v1.body.stats.chunks)
+      if (run % 2 === 0) await runOthers(run)
       // casync make into an empty store
       const cstore = join(work, `castr${run}`)
       add('casyncMakeS', sh(`casync make --store=${cstore} ${join(work, `idx${run}.caidx`)} ${tree}`))
@@ -231,8 +270,9 @@ async function benchTree (name: string, tree: string, workRoot: string): Promise
     await cleanUp(work)
   }
   const medians: Record<string, number> = {}
-  for (const [k, xs] of Object.entries(m)) medians[k] = median(xs)
-  return { tree: name, bytes, files, changedFiles, medians, runs: m }
+  const mins: Record<string, number> = {}
+  for (const [k, xs] of Object.entries(m)) { medians[k] = median(xs); mins[k] = Math.min(...xs) }
+  return { tree: name, bytes, files, changedFiles, medians, mins, runs: m }
 }
 
 interface InlineRow { inlineMax: number, captureS: number, storeBytes: number, blocks: number, treeBlockBytes: number, v2Growth: number, v2NewBlocks: number, runs: number[] }
@@ -286,11 +326,16 @@ for (const tool of ['rsync', 'tar', 'sha256sum', 'du', 'find', 'awk']) {
   if (!ensureTool(tool)) { console.error(`${tool} is missing`); process.exit(2) }
 }
 await mkdir(String(values.work), { recursive: true })
+// Orlov's top-directory spreading for the work root's subdirectories (chattr +T): each tree's
+// outputs start in a block group of their own, away from what others create and delete.
+spawnSync('chattr', ['+T', String(values.work)], { stdio: 'ignore' })
 const treePaths = await Promise.all(String(values.trees).split(',').filter(t => t !== '').map(async (t): Promise<[string, string]> => [t, t === 'debian' ? deb : t === 'big' ? await bigTree(deb) : t]))
 if (SETTLE_S === 0) {
-  // Every output is kept until the end: per run a store, a casync store and three targets, plus
-  // the tar file and the second-version stores and copy; the inline runs keep a store each.
-  const need = treePaths.reduce((n, [, p]) => n + du(p) * (5 * RUNS + 5), 0) + (INLINE_SIZES.length > 0 ? du(deb) * (INLINE_SIZES.length * RUNS + 2) : 0)
+  // Every output is kept until the end: per run a store, a casync store and three targets (and a
+  // store and a target per --compare), plus the tar file and the second-version stores and copy;
+  // the inline runs keep a store each.
+  const compares = String(values.compare).split(',').filter(d => d !== '').length
+  const need = treePaths.reduce((n, [, p]) => n + du(p) * ((5 + 2 * compares) * RUNS + 5), 0) + (INLINE_SIZES.length > 0 ? du(deb) * (INLINE_SIZES.length * RUNS + 2) : 0)
   const avail = Number(spawnSync('df', ['-B1', '--output=avail', String(values.work)], { encoding: 'utf8' }).stdout.split('\n')[1])
   if (avail < need * 1.1) {
     console.error(`needs about ${(need / 1e9).toFixed(1)} GB free in ${String(values.work)} (has ${(avail / 1e9).toFixed(1)} GB): use fewer --runs, or --settle 370 to delete each tree's outputs before the next`)
@@ -301,10 +346,13 @@ const started = new Date().toISOString()
 const rows: Row[] = []
 let inline: InlineRow[] = []
 try {
-  for (const [name, path] of treePaths) rows.push(await benchTree(name, path, String(values.work)))
+  const others = await Promise.all(String(values.compare).split(',').filter(d => d !== '').map(loadImpl))
+  for (const [name, path] of treePaths) rows.push(await benchTree(name, path, String(values.work), others))
   if (INLINE_SIZES.length > 0) inline = await benchInline(deb, String(values.work))
 } finally {
-  for (const dir of leftovers) await rm(dir, { recursive: true, force: true })
+  // --keep leaves them for the caller to delete after back-to-back runs (e.g. before/after a change).
+  if (values.keep === true) console.error(`kept: ${leftovers.join(' ')}`)
+  else for (const dir of leftovers) await rm(dir, { recursive: true, force: true })
 }
 
 const mbps = (bytes: number, s: number): string => (bytes / s / 1e6).toFixed(0)
@@ -312,15 +360,24 @@ const MB = (b: number): string => (b / 1e6).toFixed(1)
 console.log(`runs: ${RUNS} (medians), ${started}, node ${process.version}`)
 for (const r of rows) {
   const n = (k: string): number => r.medians[k]
+  const lo = (k: string): number => r.mins[k]
+  /** "median s (min)": on a shared machine the minimum shows the cost without others' load. */
+  const t = (k: string): string => `${n(k).toFixed(2)}s (min ${lo(k).toFixed(2)})`
   console.log(`\n== ${r.tree}: ${MB(r.bytes)} MB, ${r.files} files`)
-  console.log(`capture   imgmesh ${n('imgmeshCaptureS').toFixed(2)}s (${mbps(r.bytes, n('imgmeshCaptureS'))} MB/s)  casync make ${n('casyncMakeS').toFixed(2)}s (${mbps(r.bytes, n('casyncMakeS'))} MB/s)  tar|sha256 ${n('tarSha256S').toFixed(2)}s (${mbps(r.bytes, n('tarSha256S'))} MB/s)  → imgmesh/casync time ${(n('imgmeshCaptureS') / n('casyncMakeS')).toFixed(2)}x, imgmesh/floor ${(n('imgmeshCaptureS') / n('tarSha256S')).toFixed(2)}x`)
+  console.log(`capture   imgmesh ${t('imgmeshCaptureS')} ${mbps(r.bytes, n('imgmeshCaptureS'))} MB/s  casync make ${t('casyncMakeS')} ${mbps(r.bytes, n('casyncMakeS'))} MB/s  tar|sha256 ${t('tarSha256S')} ${mbps(r.bytes, n('tarSha256S'))} MB/s  → imgmesh/casync ${(n('imgmeshCaptureS') / n('casyncMakeS')).toFixed(2)}x (mins ${(lo('imgmeshCaptureS') / lo('casyncMakeS')).toFixed(2)}x), imgmesh/floor ${(n('imgmeshCaptureS') / n('tarSha256S')).toFixed(2)}x`)
   console.log(`store     imgmesh ${MB(n('imgmeshStoreBytes'))} MB in ${n('imgmeshBlocks')} blocks (${n('imgmeshChunks')} content chunks)  casync ${MB(n('casyncStoreBytes'))} MB in ${n('casyncChunks')} chunks (compressed)`)
   console.log(`v2 (${r.changedFiles} files changed)  imgmesh new ${MB(n('imgmeshV2NewBytes'))} MB (store +${MB(n('imgmeshV2StoreGrowth'))} MB, +${n('imgmeshV2NewBlocks')} blocks)  casync store +${MB(n('casyncV2StoreGrowth'))} MB (+${n('casyncV2NewChunks')} chunks, compressed)`)
-  console.log(`deploy    imgmesh ${n('imgmeshDeployS').toFixed(2)}s  tar -x ${n('tarExtractS').toFixed(2)}s  rsync -aHAX ${n('rsyncS').toFixed(2)}s  → imgmesh/rsync ${(n('imgmeshDeployS') / n('rsyncS')).toFixed(2)}x, imgmesh/tar ${(n('imgmeshDeployS') / n('tarExtractS')).toFixed(2)}x`)
+  console.log(`deploy    imgmesh ${t('imgmeshDeployS')}  tar -x ${t('tarExtractS')}  rsync -aHAX ${t('rsyncS')}  → imgmesh/rsync ${(n('imgmeshDeployS') / n('rsyncS')).toFixed(2)}x (mins ${(lo('imgmeshDeployS') / lo('rsyncS')).toFixed(2)}x), imgmesh/tar ${(n('imgmeshDeployS') / n('tarExtractS')).toFixed(2)}x`)
+  for (const k of Object.keys(r.medians).filter(k => k.endsWith(':captureS'))) {
+    const label = k.slice(0, -':captureS'.length)
+    const c = n(k)
+    const d = n(`${label}:deployS`)
+    console.log(`compare   ${label}: capture ${t(k)} (/casync ${(c / n('casyncMakeS')).toFixed(2)}x, this/it ${(n('imgmeshCaptureS') / c).toFixed(2)}x)  deploy ${t(`${label}:deployS`)} (/rsync ${(d / n('rsyncS')).toFixed(2)}x, this/it ${(n('imgmeshDeployS') / d).toFixed(2)}x)`)
+  }
 }
 if (inline.length > 0) {
   console.log(`\n== inline threshold (debian, capture only; default ${INLINE_MAX})`)
-  for (const r of inline) console.log(`inline ≤ ${String(r.inlineMax).padStart(5)} B: capture ${r.captureS.toFixed(2)}s  store ${MB(r.storeBytes)} MB in ${r.blocks} blocks (tree and version blocks ${MB(r.treeBlockBytes)} MB)  v2 store +${MB(r.v2Growth)} MB, +${r.v2NewBlocks} blocks`)
+  for (const r of inline) console.log(`inline ≤ ${String(r.inlineMax).padStart(5)} B: capture ${r.captureS.toFixed(2)}s (min ${Math.min(...r.runs).toFixed(2)})  store ${MB(r.storeBytes)} MB in ${r.blocks} blocks (tree and version blocks ${MB(r.treeBlockBytes)} MB)  v2 store +${MB(r.v2Growth)} MB, +${r.v2NewBlocks} blocks`)
 }
 await mkdir(dirname(String(values.out)), { recursive: true })
 await writeFile(String(values.out), JSON.stringify({ date: started, node: process.version, runs: RUNS, rows, inline }, null, 2))

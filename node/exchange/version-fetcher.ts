@@ -37,6 +37,8 @@ export interface FetchProgress {
   /** Bytes per second over the last few seconds. */
   rate: number
   done: boolean
+  /** Which pieces are here: the bitfield (bit 7 of byte 0 is piece 0), base64. */
+  bitmap?: string
 }
 
 export interface FetcherOptions {
@@ -497,7 +499,8 @@ export class VersionFetcher implements BlockGetter {
       totalBytes: this.totalBytes,
       peers: s?.peerIds().length ?? 0,
       rate,
-      done: s?.done ?? false
+      done: s?.done ?? false,
+      ...(s === null ? {} : { bitmap: Buffer.from(s.have.bytes).toString('base64') })
     }
   }
 }

@@ -121,7 +121,7 @@ function parseOptions (argv: string[]): Options {
   if (!(intervalMs >= 50 && intervalMs <= 10_000)) fail('--interval: 50..10000 ms')
   const opts: Record<string, Record<string, string>> = {}
   for (const o of v.opt) {
-    const m = /^([a-z]+)\.([a-z0-9-]+)=(.*)$/s.exec(o)
+    const m = /^([a-z][a-z0-9-]*)\.([a-z0-9-]+)=(.*)$/s.exec(o)
     if (m === null) fail(`--opt ${o}: use TRANSPORT.KEY=VALUE`)
     opts[m[1]] = { ...(opts[m[1]] ?? {}), [m[2]]: m[3] }
   }

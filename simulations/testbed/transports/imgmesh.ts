@@ -42,11 +42,11 @@ import type { Transport, TransportContext, TransportResult } from './types.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const REPO = resolve(HERE, '..', '..', '..')
-const CLI = join(REPO, 'cli', 'imgmesh.ts')
+export const CLI = join(REPO, 'cli', 'imgmesh.ts')
 const PORT = 4001
-const IMAGE = 'testbed'
+export const IMAGE = 'testbed'
 
-interface AgentHandle {
+export interface AgentHandle {
   host: Host
   dataDir: string
   proc: Proc
@@ -81,7 +81,7 @@ function threadStats (pid: number): Map<string, [number, number]> {
 }
 
 /** [ns on CPU, ns waiting for a CPU while runnable] of a process, all its threads. */
-function schedstat (pid: number): [number, number] {
+export function schedstat (pid: number): [number, number] {
   let run = 0
   let wait = 0
   for (const [r, w] of threadStats(pid).values()) { run += r; wait += w }
@@ -122,13 +122,14 @@ async function agentAddress (ctx: TransportContext, proc: Proc, log: string, hos
   throw new Error(`agent on ${host.name} not ready in time; see ${log}`)
 }
 
-async function startAgent (ctx: TransportContext, host: Host, dataDir: string, bootstrap: string[], deadline: number): Promise<AgentHandle> {
+async function startAgent (ctx: TransportContext, host: Host, dataDir: string, bootstrap: string[], deadline: number, extra: string[] = []): Promise<AgentHandle> {
   const args = [
     ...opt(ctx, 'node-args', '').split(/\s+/).filter(s => s !== ''),
     CLI, 'agent', '--data-dir', dataDir, '--listen', `/ip4/${host.addr}/tcp/${PORT}`,
     opt(ctx, 'mdns', 'off') === 'on' ? '--mdns' : '--no-mdns'
   ]
   for (const b of bootstrap) args.push('--bootstrap', b)
+  args.push(...extra)
   if (ctx.options['max-in-flight'] !== undefined) args.push('--max-in-flight', ctx.options['max-in-flight'])
   if (ctx.options['upload-limit'] !== undefined) args.push('--upload-limit', ctx.options['upload-limit'])
   const name = `${host.name}-agent`
@@ -154,7 +155,7 @@ async function startAgent (ctx: TransportContext, host: Host, dataDir: string, b
  * fail on a loaded machine and is retried by libp2p only below 4 connections), or until the
  * deadline. Returns a note.
  */
-async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadline: number): Promise<string> {
+async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadline: number, mustKnow = true): Promise<string> {
   const started = Date.now()
   const idOf = (a: AgentHandle): string => a.addr.slice(a.addr.lastIndexOf('/') + 1)
   let last = ''
@@ -172,7 +173,7 @@ async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadli
     const missing = states.reduce((n, s) => n + s.missing.length, 0)
     const knowing = states.filter(s => s.knows).length
     last = `${missing} missing connection(s), ${knowing}/${clients.length} know the image`
-    if (missing === 0 && knowing === clients.length) return `swarm formed in ${((Date.now() - started) / 1000).toFixed(1)} s`
+    if (missing === 0 && (knowing === clients.length || !mustKnow)) return `swarm formed in ${((Date.now() - started) / 1000).toFixed(1)} s`
     if (Date.now() - lastDial > 3000) {
       lastDial = Date.now()
       for (const s of states) for (const m of s.missing) s.a.client.call('dial', { peer: idOf(m) }).catch(() => {})
@@ -182,47 +183,93 @@ async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadli
   return `swarm not fully formed by t0: ${last}`
 }
 
-async function run (ctx: TransportContext): Promise<TransportResult> {
-  const setupStart = Date.now()
+export interface SwarmOptions {
+  /** Extra agent arguments for a client (e.g. --group, --target). */
+  clientArgs?: (i: number) => string[]
+  /** Clients whose publisher keys every node trusts too (they may publish versions). */
+  publishers?: number[]
+  /** Capture ctx.image.dir on h0 before the clients start (default true). */
+  capture?: boolean
+}
+
+export interface Swarm {
+  h0: AgentHandle
+  agents: AgentHandle[]
+  dataDirs: string[]
+  notes: string[]
+  mesh: string
+}
+
+/**
+ * Setup shared by the transport and the scenarios (scenarios.ts): identities, h0's agent, the
+ * capture on h0, the client agents (a few at a time), a formed mesh.
+ */
+export async function startSwarm (ctx: TransportContext, sopts: SwarmOptions = {}): Promise<Swarm> {
   const notes: string[] = []
   const { server, clients } = ctx.tb
   const setupDeadline = Math.min(ctx.deadline, Date.now() + 300_000 + clients.length * 5000)
-  const mode = opt(ctx, 'client', 'api')
-  if (mode !== 'api' && mode !== 'cli') throw new Error('imgmesh.client must be api or cli')
   const mesh = opt(ctx, 'mesh', 'full')
   if (mesh !== 'full' && mesh !== 'h0') throw new Error('imgmesh.mesh must be full or h0')
   const batch = Math.max(1, Number(opt(ctx, 'start-batch', '4')))
 
-  // 1. identities: h0 founds the cluster, every client joins it and trusts h0's publisher key.
+  // 1. identities: h0 founds the cluster, every client joins it and trusts h0's publisher key
+  //    (and the keys of the clients that may publish).
   const dataDirs = ctx.tb.hosts.map(h => join(ctx.dir, h.name, 'data'))
   const first = await initNode(await ImageStore.open(dataDirs[0]))
-  for (let i = 1; i < dataDirs.length; i++) {
-    await initNode(await ImageStore.open(dataDirs[i]), { clusterKeyFile: first.clusterKeyFile, trust: [first.publisher] })
+  const keys = [first.publisher]
+  const joined = new Map<number, string>()
+  for (const i of sopts.publishers ?? []) {
+    const r = await initNode(await ImageStore.open(dataDirs[i + 1]), { clusterKeyFile: first.clusterKeyFile, trust: [first.publisher] })
+    keys.push(r.publisher)
+    joined.set(i, r.publisher)
   }
+  for (let i = 1; i < dataDirs.length; i++) {
+    await initNode(await ImageStore.open(dataDirs[i]), { clusterKeyFile: first.clusterKeyFile, trust: keys })
+  }
+  if (keys.length > 1) await initNode(await ImageStore.open(dataDirs[0]), { trust: keys.slice(1) })
 
   // 2. h0's agent, 3. the capture on h0 (announced through its agent).
   const h0 = await startAgent(ctx, server, dataDirs[0], [], setupDeadline)
-  const captureStart = Date.now()
-  const cap = ctx.spawn({
-    name: 'h0-capture',
-    host: server,
-    cmd: process.execPath,
-    args: [CLI, 'capture', ctx.image.dir, '--image', IMAGE, '--no-default-excludes', '--data-dir', dataDirs[0], '--json'],
-    role: 'server'
-  })
-  const capEx = await waitExit(cap, setupDeadline)
-  if (capEx === null || capEx.code !== 0) throw new Error(`capture on h0 failed (${capEx === null ? 'timeout' : `exit ${String(capEx.code ?? capEx.signal)}`}); see ${join(ctx.dir, 'logs', 'h0-capture.log')}`)
-  notes.push(`capture on h0 ${((Date.now() - captureStart) / 1000).toFixed(1)} s (not in T)`)
+  if (sopts.capture !== false) {
+    const captureStart = Date.now()
+    const cap = ctx.spawn({
+      name: 'h0-capture',
+      host: server,
+      cmd: process.execPath,
+      args: [CLI, 'capture', ctx.image.dir, '--image', IMAGE, '--no-default-excludes', '--data-dir', dataDirs[0], '--json'],
+      role: 'server'
+    })
+    const capEx = await waitExit(cap, setupDeadline)
+    if (capEx === null || capEx.code !== 0) throw new Error(`capture on h0 failed (${capEx === null ? 'timeout' : `exit ${String(capEx.code ?? capEx.signal)}`}); see ${join(ctx.dir, 'logs', 'h0-capture.log')}`)
+    notes.push(`capture on h0 ${((Date.now() - captureStart) / 1000).toFixed(1)} s (not in T)`)
+  }
 
   // 4. client agents, a few at a time; each bootstraps to h0 and to the agents before it.
   const agents: AgentHandle[] = []
   for (let i = 0; i < clients.length; i += batch) {
     const group = clients.slice(i, i + batch)
     const known = [h0.addr, ...(mesh === 'full' ? agents.map(a => a.addr) : [])]
-    agents.push(...await Promise.all(group.map(async (h, j) => await startAgent(ctx, h, dataDirs[i + j + 1], known, setupDeadline))))
+    agents.push(...await Promise.all(group.map(async (h, j) => await startAgent(ctx, h, dataDirs[i + j + 1], known, setupDeadline, sopts.clientArgs?.(i + j) ?? []))))
   }
-  notes.push(await waitForSwarm(agents, mesh === 'full' ? [h0, ...agents] : [h0], Math.min(setupDeadline, Date.now() + 30_000 + 500 * clients.length)))
+  notes.push(await waitForSwarm(agents, mesh === 'full' ? [h0, ...agents] : [h0], Math.min(setupDeadline, Date.now() + 30_000 + 500 * clients.length), sopts.capture !== false))
   await sleep(Number(opt(ctx, 'settle', '1000')))
+  return { h0, agents, dataDirs, notes, mesh }
+}
+
+async function run (ctx: TransportContext): Promise<TransportResult> {
+  const setupStart = Date.now()
+  const mode = opt(ctx, 'client', 'api')
+  if (mode !== 'api' && mode !== 'cli') throw new Error('imgmesh.client must be api or cli')
+  const { h0, agents, notes, mesh } = await startSwarm(ctx)
+  if (ctx.options['idle-probe'] !== undefined) {
+    // CPU the agents use while idle in a formed swarm (timers, DHT, gossip), before any deploy.
+    const seconds = Number(ctx.options['idle-probe'])
+    const all = [h0, ...agents]
+    const before = all.map(a => schedstat(a.proc.pid)[0])
+    await sleep(seconds * 1000)
+    const used = all.map((a, i) => (schedstat(a.proc.pid)[0] - before[i]) / 1e9)
+    notes.push(`idle swarm: ${(used.reduce((x, y) => x + y, 0) / all.length / seconds * 100).toFixed(1)} % of a CPU per agent over ${seconds} s`)
+  }
   const setupMs = Date.now() - setupStart
 
   // t0: every client deploys at once.
@@ -293,4 +340,13 @@ export const imgmeshTransport: Transport = {
   tools: [],
   description: 'one imgmesh agent per host, image captured on h0, every client deploys at once',
   run
+}
+
+/** The same with blocks compressed on the wire (zstd; T_min stays on the uncompressed bytes). */
+export const imgmeshZstdTransport: Transport = {
+  name: 'imgmesh-zstd',
+  needsTar: false,
+  tools: [],
+  description: 'imgmesh with zstd-compressed blocks on the wire',
+  run: async (ctx) => await run({ ...ctx, options: { compress: 'zstd', ...ctx.options } })
 }

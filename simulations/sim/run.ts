@@ -1,0 +1,176 @@
+/**
+ * The swarm simulator's command line: one simulated deployment per N, a table of T/T_min.
+ *
+ *   node simulations/sim/run.ts --nodes 10,20,50,1000,10000 --rate 50mbit --image-mb 64
+ *
+ * See simulations/sim/README.md for the model.
+ */
+import { parseArgs } from 'node:util'
+import { simulate, type SimConfig, type SimResult } from './sim.ts'
+
+const USAGE = `usage: node simulations/sim/run.ts [options]
+
+  --nodes N[,N...]       clients (the origin is extra); several values run one after another (default 10,20,50)
+  --rate RATE            every link, both directions (default 50mbit); bit units: kbit, mbit, gbit
+  --up RATE --down RATE  client upload / download instead of --rate
+  --origin-up RATE       the origin's upload (default: as clients)
+  --image-mb MIB         image size F (default 64); pieces 16-256 KiB, mean 72 KiB, from the seed
+  --seed S               seed for pieces, graph, phases and every scheduler (default 1)
+  --neighbours K         neighbours per client when N > K, else full mesh (default 64)
+  --origin-neighbours K  clients connected to the origin when N > K (default: --neighbours)
+  --rtt-ms MS            round trip between any two nodes (default 0.5)
+  --max-in-flight N      PieceScheduler maxInFlight (default 32, as the agent)
+  --in-flight-target-ms MS  requests per peer cover MS of its measured rate (PeerRates; default 600,
+                         as the agent; 0: always --max-in-flight)
+  --endgame N            PieceScheduler endgamePieces (default: the scheduler's, 16)
+  --max-in-flight-total N  variant: cap on a client's requests over all peers (default: none, as the agent)
+  --upload-slots N       variant: at most N BLOCK messages on the wire per node at once (default: none, as the agent)
+  --origin-upload-slots N  variant: the same for the origin alone
+  --super-seed N         SuperSeed pieces per peer (default 32, as the agent)
+  --super-seed-commit W  sent (the agent: a piece counts as sent once its message is out) or queued (variant)
+  --frame-kib KIB        block data per BLOCK batch (default 1024, block-exchange FRAME_BYTES)
+  --have-ms MS           HAVE update period (default 100)
+  --efficiency X         payload share of a link (default 0.95; 1 = no header overhead)
+  --jitter-ms MS         clients start spread over this window (default 0: all at once)
+  --step-ms MS           bandwidth recomputation period (default T_min/500)
+  --json                 one JSON object per N on stdout (with every client's finish time)
+  --quiet                no progress lines on stderr
+`
+
+const UNITS: Record<string, number> = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 }
+
+function rate (text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$/i.exec(text.trim())
+  if (m === null) fail(`bad rate ${JSON.stringify(text)}: use e.g. 50mbit, 1gbit`)
+  return Number(m[1]) * UNITS[m[2].toLowerCase()]
+}
+
+function fail (msg: string): never {
+  process.stderr.write(`sim: ${msg}\n${USAGE}`)
+  process.exit(2)
+}
+
+function num (text: string | undefined, name: string): number | undefined {
+  if (text === undefined) return undefined
+  const x = Number(text)
+  if (!Number.isFinite(x) || x < 0) fail(`--${name} wants a non-negative number`)
+  return x
+}
+
+function commit (text: string): 'sent' | 'queued' {
+  if (text !== 'sent' && text !== 'queued') fail('--super-seed-commit is sent or queued')
+  return text
+}
+
+function main (): void {
+  let v
+  try {
+    v = parseArgs({
+      options: {
+        nodes: { type: 'string', default: '10,20,50' },
+        rate: { type: 'string', default: '50mbit' },
+        up: { type: 'string' },
+        down: { type: 'string' },
+        'origin-up': { type: 'string' },
+        'image-mb': { type: 'string', default: '64' },
+        seed: { type: 'string', default: '1' },
+        neighbours: { type: 'string', default: '64' },
+        'origin-neighbours': { type: 'string' },
+        'rtt-ms': { type: 'string', default: '0.5' },
+        'max-in-flight': { type: 'string', default: '32' },
+        'in-flight-target-ms': { type: 'string', default: '600' },
+        'origin-upload-slots': { type: 'string' },
+        endgame: { type: 'string' },
+        'max-in-flight-total': { type: 'string' },
+        'upload-slots': { type: 'string' },
+        'super-seed': { type: 'string', default: '32' },
+        'super-seed-commit': { type: 'string', default: 'sent' },
+        'frame-kib': { type: 'string', default: '1024' },
+        'have-ms': { type: 'string', default: '100' },
+        efficiency: { type: 'string', default: '0.95' },
+        'jitter-ms': { type: 'string', default: '0' },
+        'step-ms': { type: 'string' },
+        json: { type: 'boolean', default: false },
+        quiet: { type: 'boolean', default: false },
+        help: { type: 'boolean', default: false }
+      },
+      strict: true
+    }).values
+  } catch (err) {
+    fail((err as Error).message)
+  }
+  if (v.help) { process.stdout.write(USAGE); return }
+  const nodes = v.nodes.split(',').map(s => Number(s.trim()))
+  if (nodes.some(n => !Number.isInteger(n) || n < 1)) fail('--nodes wants positive integers')
+  const up = rate(v.up ?? v.rate)
+  const down = rate(v.down ?? v.rate)
+  const base: Omit<SimConfig, 'clients'> = {
+    upBps: up,
+    downBps: down,
+    originUpBps: v['origin-up'] === undefined ? up : rate(v['origin-up']),
+    imageBytes: Math.round(num(v['image-mb'], 'image-mb')! * 1024 * 1024),
+    seed: num(v.seed, 'seed')!,
+    neighbours: num(v.neighbours, 'neighbours')!,
+    originNeighbours: num(v['origin-neighbours'], 'origin-neighbours'),
+    rttMs: num(v['rtt-ms'], 'rtt-ms'),
+    maxInFlight: num(v['max-in-flight'], 'max-in-flight'),
+    inFlightTargetMs: num(v['in-flight-target-ms'], 'in-flight-target-ms'),
+    originUploadSlots: num(v['origin-upload-slots'], 'origin-upload-slots'),
+    endgamePieces: num(v.endgame, 'endgame'),
+    maxInFlightTotal: num(v['max-in-flight-total'], 'max-in-flight-total'),
+    uploadSlots: num(v['upload-slots'], 'upload-slots'),
+    superSeedPerPeer: num(v['super-seed'], 'super-seed'),
+    superSeedCommit: commit(v['super-seed-commit']),
+    frameBytes: num(v['frame-kib'], 'frame-kib')! * 1024,
+    haveMs: num(v['have-ms'], 'have-ms'),
+    efficiency: num(v.efficiency, 'efficiency'),
+    startJitterMs: num(v['jitter-ms'], 'jitter-ms'),
+    stepMs: num(v['step-ms'], 'step-ms')
+  }
+  if (base.imageBytes <= 0) fail('--image-mb must be positive')
+  const results: SimResult[] = []
+  if (!v.json) {
+    process.stdout.write(`image ${(base.imageBytes / 1048576).toFixed(0)} MiB, links up ${fmtRate(up)} down ${fmtRate(down)}, origin up ${fmtRate(base.originUpBps!)}, ` +
+      `efficiency ${base.efficiency}, rtt ${base.rttMs} ms, maxInFlight ${base.maxInFlight}, super-seed ${base.superSeedPerPeer}/peer, frame ${v['frame-kib']} KiB, seed ${base.seed}\n\n`)
+    process.stdout.write(header())
+  }
+  for (const clients of nodes) {
+    const r = simulate({
+      ...base,
+      clients,
+      progressEveryS: 1,
+      onProgress: v.quiet ? undefined : (p) => { process.stderr.write(`  N=${clients} t=${p.t.toFixed(1)}s done=${p.done} active=${p.active} events=${p.events} wall=${p.wallS.toFixed(1)}s\n`) }
+    })
+    results.push(r)
+    if (v.json) process.stdout.write(JSON.stringify(r) + '\n')
+    else process.stdout.write(row(r))
+  }
+  if (!v.json && results.length > 1) {
+    process.stdout.write('\nT/T_min against N: ' + results.map(r => `${r.clients}: ${fmt(r.ratio, 3)}`).join(', ') + '\n')
+  }
+}
+
+function fmtRate (bps: number): string {
+  return bps >= 1e9 ? `${bps / 1e9}gbit` : bps >= 1e6 ? `${bps / 1e6}mbit` : `${bps / 1e3}kbit`
+}
+
+function fmt (x: number | null, d = 2): string {
+  return x === null || !Number.isFinite(x) ? '-' : x.toFixed(d)
+}
+
+const COLS = ['N', 'K', 'pieces', 'T_min s', 'T s', 'T/T_min', 'mean/T_min', 'p90/T_min', 'first/T_min', 'origin up/F', 'dup/F', 'seed done s', 'DONT_HAVE', 'timeouts', 'wall s']
+
+function header (): string {
+  return COLS.map(c => c.padStart(11)).join(' ') + '\n'
+}
+
+function row (r: SimResult): string {
+  const k = r.clients <= r.neighbours ? 'all' : String(r.neighbours)
+  const cells = [
+    String(r.clients), k, String(r.pieces), fmt(r.tMinS), fmt(r.tS), fmt(r.ratio, 3), fmt(r.meanS / r.tMinS, 3), fmt(r.p90S / r.tMinS, 3),
+    fmt(r.firstS / r.tMinS, 3), fmt(r.originUpF, 3), fmt(r.duplicateF, 4), fmt(r.superSeedDoneS), String(r.dontHave), String(r.timeouts), fmt(r.wallS, 1)
+  ]
+  return cells.map(c => c.padStart(11)).join(' ') + (r.tS === null ? `   (${r.clients - r.finished} clients unfinished)` : '') + '\n'
+}
+
+main()

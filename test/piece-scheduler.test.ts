@@ -47,6 +47,21 @@ test('endgame asks the last pieces of several peers and cancels the losers', () 
   assert.ok(s.done)
 })
 
+test('in the endgame a piece is asked of at most endgameFanout peers at once', () => {
+  const s = new PieceScheduler(3, undefined, { maxInFlight: 8, endgamePieces: 3, endgameFanout: 2 })
+  for (const p of ['a', 'b', 'c', 'd']) s.setPeer(p, Bitfield.full(3))
+  assert.equal(s.next('a').length, 3)
+  assert.equal(s.next('b').length, 3)
+  // Every piece is asked of a and b: c and d get nothing until one of them fails.
+  assert.deepEqual(s.next('c'), [])
+  assert.deepEqual(s.next('d'), [])
+  s.failed('b', 2)
+  assert.deepEqual(s.next('c'), [2])
+  assert.deepEqual(s.next('d'), [])
+  assert.deepEqual(s.received('c', 2), ['a'])
+  assert.deepEqual(s.received('a', 0).sort(), ['b'])
+})
+
 test('a peer leaving gives its requests back; DONT_HAVE removes the piece from its map', () => {
   const s = new PieceScheduler(4, undefined, { maxInFlight: 4, endgamePieces: 0 })
   s.setPeer('a', Bitfield.full(4))

@@ -11,6 +11,11 @@ export interface SchedulerOptions {
   maxInFlight?: number
   /** Endgame starts when at most this many pieces are missing and all are requested. */
   endgamePieces?: number
+  /**
+   * In the endgame, a piece is asked of at most this many peers at once (default 3): enough to
+   * get around a slow or dead holder without every peer sending the last pieces to everyone.
+   */
+  endgameFanout?: number
   random?: () => number
 }
 
@@ -26,6 +31,7 @@ export class PieceScheduler {
   private readonly requested = new Map<number, Set<string>>()
   private readonly maxInFlight: number
   private readonly endgamePieces: number
+  private readonly endgameFanout: number
   private readonly random: () => number
 
   constructor (pieces: number, have?: Bitfield, opts: SchedulerOptions = {}) {
@@ -34,6 +40,7 @@ export class PieceScheduler {
     this.availability = new Uint32Array(pieces)
     this.maxInFlight = opts.maxInFlight ?? 16
     this.endgamePieces = opts.endgamePieces ?? 16
+    this.endgameFanout = Math.max(2, opts.endgameFanout ?? 3)
     this.random = opts.random ?? Math.random
   }
 
@@ -115,7 +122,7 @@ export class PieceScheduler {
         if ((m & (0x80 >> bit)) === 0) continue
         const i = k * 8 + bit
         if (endgame) {
-          if (p.inFlight.has(i)) continue
+          if (p.inFlight.has(i) || (this.requested.get(i)?.size ?? 0) >= this.endgameFanout) continue
         } else {
           const reqs = this.requested.get(i)
           if (reqs !== undefined && reqs.size > 0) continue

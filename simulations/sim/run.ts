@@ -31,6 +31,8 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --frame-kib KIB        block data per BLOCK batch (default 1024, block-exchange FRAME_BYTES)
   --have-ms MS           HAVE update period (default 100)
   --efficiency X         payload share of a link (default 0.95; 1 = no header overhead)
+  --cpu-cores C          a CPU shared by every node (the testbed's machine): C cores...
+  --cpu-s-per-gb S       ...and S CPU-seconds per GB moved (sender and receiver together); default: no CPU limit
   --jitter-ms MS         clients start spread over this window (default 0: all at once)
   --step-ms MS           bandwidth recomputation period (default T_min/500)
   --json                 one JSON object per N on stdout (with every client's finish time)
@@ -79,6 +81,8 @@ function main (): void {
         'rtt-ms': { type: 'string', default: '0.5' },
         'max-in-flight': { type: 'string', default: '32' },
         'in-flight-target-ms': { type: 'string', default: '600' },
+        'cpu-cores': { type: 'string' },
+        'cpu-s-per-gb': { type: 'string' },
         'origin-upload-slots': { type: 'string' },
         endgame: { type: 'string' },
         'max-in-flight-total': { type: 'string' },
@@ -115,6 +119,8 @@ function main (): void {
     rttMs: num(v['rtt-ms'], 'rtt-ms'),
     maxInFlight: num(v['max-in-flight'], 'max-in-flight'),
     inFlightTargetMs: num(v['in-flight-target-ms'], 'in-flight-target-ms'),
+    cpuCores: num(v['cpu-cores'], 'cpu-cores'),
+    cpuSecondsPerGB: num(v['cpu-s-per-gb'], 'cpu-s-per-gb'),
     originUploadSlots: num(v['origin-upload-slots'], 'origin-upload-slots'),
     endgamePieces: num(v.endgame, 'endgame'),
     maxInFlightTotal: num(v['max-in-flight-total'], 'max-in-flight-total'),
@@ -158,7 +164,7 @@ function fmt (x: number | null, d = 2): string {
   return x === null || !Number.isFinite(x) ? '-' : x.toFixed(d)
 }
 
-const COLS = ['N', 'K', 'pieces', 'T_min s', 'T s', 'T/T_min', 'mean/T_min', 'p90/T_min', 'first/T_min', 'origin up/F', 'dup/F', 'seed done s', 'DONT_HAVE', 'timeouts', 'wall s']
+const COLS = ['N', 'K', 'pieces', 'T_min s', 'T s', 'T/T_min', 'mean/T_min', 'p90/T_min', 'first/T_min', 'origin up/F', 'dup/F', 'seed done s', 'DONT_HAVE', 'timeouts', 'CPU-bound', 'wall s']
 
 function header (): string {
   return COLS.map(c => c.padStart(11)).join(' ') + '\n'
@@ -168,7 +174,7 @@ function row (r: SimResult): string {
   const k = r.clients <= r.neighbours ? 'all' : String(r.neighbours)
   const cells = [
     String(r.clients), k, String(r.pieces), fmt(r.tMinS), fmt(r.tS), fmt(r.ratio, 3), fmt(r.meanS / r.tMinS, 3), fmt(r.p90S / r.tMinS, 3),
-    fmt(r.firstS / r.tMinS, 3), fmt(r.originUpF, 3), fmt(r.duplicateF, 4), fmt(r.superSeedDoneS), String(r.dontHave), String(r.timeouts), fmt(r.wallS, 1)
+    fmt(r.firstS / r.tMinS, 3), fmt(r.originUpF, 3), fmt(r.duplicateF, 4), fmt(r.superSeedDoneS), String(r.dontHave), String(r.timeouts), `${Math.round(r.cpuLimitedShare * 100)}%`, fmt(r.wallS, 1)
   ]
   return cells.map(c => c.padStart(11)).join(' ') + (r.tS === null ? `   (${r.clients - r.finished} clients unfinished)` : '') + '\n'
 }

@@ -93,6 +93,14 @@ export interface SimConfig {
   requestTimeoutMs?: number
   /** Clients start at a uniform random time in [0, startJitterMs) (default 0: all at once). */
   startJitterMs?: number
+  /**
+   * A shared CPU (the testbed: every agent on one machine): this many cores for all nodes
+   * together, and CPU-seconds per GB each byte costs its sender and receiver together (noise,
+   * yamux, hash, store, writing the files). When the flows would need more, all slow down alike.
+   * Default: no CPU limit (a real cluster, one machine per node).
+   */
+  cpuCores?: number
+  cpuSecondsPerGB?: number
   /** Bandwidth recomputation period, ms (default T_min/500). */
   stepMs?: number
   /** Rounds of the max-min approximation (default 3). */
@@ -153,6 +161,8 @@ export interface SimResult {
   steps: number
   wallS: number
   stepS: number
+  /** Share of the bandwidth steps where the shared CPU, not the links, set the rates. */
+  cpuLimitedShare: number
 }
 
 /** T_min = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) (Kumar & Ross 2006), seconds. */
@@ -339,6 +349,7 @@ class Simulation {
   private timeouts = 0
   private cancels = 0
   private steps = 0
+  private cpuLimitedSteps = 0
   private now = 0
 
   constructor (cfg: SimConfig) {
@@ -971,6 +982,7 @@ class Simulation {
       this.slackUp[v] = capUp[v] - usedUp[v]
       this.slackDown[v] = capDown[v] - usedDown[v]
     }
+    this.limitCpu(m)
     this.nextStep = t + this.dt
     for (let f = 0; f < m; f++) {
       const st = act[f]
@@ -978,6 +990,25 @@ class Simulation {
       this.scheduleDone(st)
     }
     if (this.doneCount < this.n - 1) this.ev(this.nextStep, EV.STEP, 0)
+  }
+
+  /**
+   * The shared CPU: if the flows' bytes per second would take more than the cores, every flow is
+   * scaled down by the same factor, and no slack is left for a flow starting before the next step.
+   */
+  private limitCpu (m: number): void {
+    const cores = this.cfg.cpuCores
+    const perGB = this.cfg.cpuSecondsPerGB
+    if (cores === undefined || perGB === undefined || perGB <= 0) return
+    let total = 0
+    for (let f = 0; f < m; f++) total += this.frate[f]
+    const need = total * perGB / 1e9
+    if (need <= cores) return
+    const k = cores / need
+    for (let f = 0; f < m; f++) this.frate[f] *= k
+    this.slackUp.fill(0)
+    this.slackDown.fill(0)
+    this.cpuLimitedSteps++
   }
 
   // ------------------------------------------------------------------ results
@@ -1036,6 +1067,7 @@ class Simulation {
       nextSkipped: this.nextSkipped,
       events,
       steps: this.steps,
+      cpuLimitedShare: this.steps === 0 ? 0 : this.cpuLimitedSteps / this.steps,
       wallS,
       stepS: this.dt
     }

@@ -1,0 +1,87 @@
+/**
+ * The simulator against the testbed: for every imgmesh row of one or more testbed results
+ * folders, the same deployment simulated (same N, link rate and image size), once with links
+ * only and once with the testbed machine's CPU shared by every agent, its cost per GB taken from
+ * that very run (the agents' CPU time from t0 to the last finish over the bytes moved), and the
+ * ratios side by side.
+ *
+ *   node simulations/sim/compare.ts results/tb-n10 results/tb-n20 [--cores 2] [--seeds 3]
+ *
+ * A row within 10% means the model accounts for what the testbed measured; the links-only
+ * column is what the same agents would do with one machine each.
+ */
+import { readFileSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { simulate, type SimConfig } from './sim.ts'
+
+interface Row {
+  n: number
+  transport: string
+  status: string
+  ratio: number | null
+  tMinS: number
+  imageBytes: number
+  rateBps: number
+  notes: string[]
+}
+
+interface Results { rows: Row[] }
+
+/** CPU-seconds of all agents from t0 to the last finish, from the testbed's note. */
+export function agentCpuSeconds (row: Row): number | null {
+  for (const note of row.notes) {
+    const m = /agent CPU t0→finish: h0 ([\d.]+) s .*clients mean ([\d.]+) s/.exec(note)
+    if (m !== null) return Number(m[1]) + row.n * Number(m[2])
+  }
+  return null
+}
+
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+function main (): void {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      cores: { type: 'string', default: '2' },
+      seeds: { type: 'string', default: '3' },
+      transport: { type: 'string', default: 'imgmesh' }
+    }
+  })
+  const cores = Number(values.cores)
+  const seeds = Math.max(1, Math.min(20, Number(values.seeds)))
+  if (positionals.length === 0) {
+    process.stderr.write('usage: node simulations/sim/compare.ts RESULTS_DIR... [--cores 2] [--seeds 3] [--transport imgmesh]\n')
+    process.exit(2)
+  }
+  const head = ['folder', 'N', 'rate', 'testbed T/T_min', 'CPU s/GB', 'sim (links)', 'sim (links+CPU)', 'difference']
+  const lines: string[][] = []
+  for (const dir of positionals) {
+    const file = join(dir, 'results.json')
+    if (!existsSync(file)) { process.stderr.write(`compare: no ${file}\n`); continue }
+    const res = JSON.parse(readFileSync(file, 'utf8')) as Results
+    for (const row of res.rows) {
+      if (row.transport !== values.transport || row.status !== 'ok' || row.ratio === null) continue
+      const cpu = agentCpuSeconds(row)
+      const perGB = cpu === null ? null : cpu / (row.n * row.imageBytes / 1e9)
+      const base: SimConfig = { clients: row.n, upBps: row.rateBps, downBps: row.rateBps, imageBytes: row.imageBytes, seed: 1 }
+      const runs = (extra: Partial<SimConfig>): number => median(Array.from({ length: seeds }, (_, k) => simulate({ ...base, ...extra, seed: k + 1 }).ratio ?? Number.NaN))
+      const links = runs({})
+      const withCpu = perGB === null ? Number.NaN : runs({ cpuCores: cores, cpuSecondsPerGB: perGB })
+      lines.push([
+        dir, String(row.n), `${row.rateBps / 1e6} Mbit/s`, row.ratio.toFixed(3), perGB === null ? '-' : perGB.toFixed(1),
+        links.toFixed(3), Number.isNaN(withCpu) ? '-' : withCpu.toFixed(3),
+        Number.isNaN(withCpu) ? '-' : `${((withCpu / row.ratio - 1) * 100).toFixed(1)}%`
+      ])
+    }
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map(l => l[i].length)))
+  const fmt = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i])).join('  ')
+  process.stdout.write(fmt(head) + '\n' + fmt(widths.map(w => '-'.repeat(w))) + '\n')
+  for (const l of lines) process.stdout.write(fmt(l) + '\n')
+}
+
+main()

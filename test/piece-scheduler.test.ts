@@ -115,3 +115,34 @@ test('super-seeding an update offers only the pieces its parent lacks', () => {
   const all = new SuperSeed(4, 4, Bitfield.full(4))
   assert.ok(all.finished)
 })
+
+test('super-seeding shows a peer as many pieces as it took in the last window, at least perPeer', () => {
+  const seed = new SuperSeed(1000, 2, undefined, { windowMs: 100 })
+  const pending = (peer: string): number => {
+    const b = seed.offer(peer)
+    let n = 0
+    for (let i = 0; i < 1000; i++) if (b.has(i) && seed.allowed(peer, i)) n++
+    return n
+  }
+  assert.equal(pending('fast'), 2)
+  assert.equal(pending('slow'), 2)
+  // 'fast' takes 40 pieces within 40 ms: it is shown 40 untaken pieces.
+  for (let t = 0; t < 40; t++) {
+    const b = seed.offer('fast')
+    const i = [...Array(1000).keys()].find(k => b.has(k) && seed.allowed('fast', k))!
+    seed.sent('fast', i, 1000 + t)
+  }
+  assert.equal(pending('fast'), 40)
+  // 'slow' takes one piece a second: it stays at 2.
+  for (let t = 0; t < 3; t++) {
+    const b = seed.offer('slow')
+    const i = [...Array(1000).keys()].find(k => b.has(k) && seed.allowed('slow', k))!
+    seed.sent('slow', i, 2000 + t * 1000)
+  }
+  assert.equal(pending('slow'), 2)
+  // Once 'fast' pauses past the window, its next piece brings it back to the floor for new offers.
+  const b = seed.offer('fast')
+  const i = [...Array(1000).keys()].find(k => b.has(k) && seed.allowed('fast', k))!
+  seed.sent('fast', i, 10_000)
+  assert.ok(pending('fast') >= 2)
+})

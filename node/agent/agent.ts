@@ -24,6 +24,13 @@ import type { Policy } from '../../protocols/assignment.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
+/**
+ * Pieces of a brand-new version shown to each peer before it takes them (more to a peer that
+ * takes them fast, see SuperSeed). Few: with many peers asking at once, each piece then goes
+ * out at a good share of the uplink and reaches its first receiver soon. In the simulator
+ * (simulations/sim) 2 instead of 32 takes a 50-client deployment from 2.02 to 1.48 T_min.
+ */
+const SUPER_SEED_PER_PEER = 2
 const log = createLogger('agent')
 
 export interface AgentOptions {
@@ -295,7 +302,7 @@ export class Agent {
         newBytes = fresh.reduce((s, p) => s + p.length, 0)
       } catch {}
     }
-    const seed: Offer = { ...offer, superSeed: new SuperSeed(offer.pieces.length, 32, spread) }
+    const seed: Offer = { ...offer, superSeed: new SuperSeed(offer.pieces.length, SUPER_SEED_PER_PEER, spread) }
     if (!seed.superSeed!.finished) this.seeding.set(key, seed)
     const timer = setInterval(() => { if (seed.superSeed?.finished === true) { this.seeding.delete(key); clearInterval(timer) } }, 1000)
     timer.unref()

@@ -13,17 +13,28 @@ export class SuperSeed {
   private nextUnsent = 0
   private unsent: number
   private readonly perPeer: number
+  private readonly windowMs: number
+  /** Per peer: when its recent pieces went out (ms), oldest first, within windowMs of the last. */
+  private readonly recent = new Map<string, number[]>()
 
   /**
    * `spread`: pieces the swarm already holds (those of the parent version, for an update). They
    * count as sent: only the new pieces are super-seeded, and the rest comes from the peers that
    * have it. Without this a follower holding the parent would be offered only pieces it has.
    */
-  constructor (pieces: number, perPeer = 8, spread?: Bitfield) {
+  /**
+   * `perPeer`: pieces shown to a peer that it has not taken yet, at least. A peer that takes
+   * pieces fast is shown as many as it took in the last `windowMs` (default 100): the offer
+   * covers what that stream carries in about a round of HAVE and WANT, so a lone fast peer is
+   * not held up by the offer, while a peer among many slow streams sees only a few pieces and
+   * each piece reaches a first receiver soon.
+   */
+  constructor (pieces: number, perPeer = 8, spread?: Bitfield, opts: { windowMs?: number } = {}) {
     this.pieces = pieces
     this.sentCount = new Uint32Array(pieces)
     this.unsent = pieces
     this.perPeer = perPeer
+    this.windowMs = opts.windowMs ?? 100
     if (spread !== undefined) {
       for (let i = 0; i < pieces; i++) if (spread.has(i)) { this.sentCount[i] = 1; this.unsent-- }
     }
@@ -36,15 +47,21 @@ export class SuperSeed {
     if (this.finished) return Bitfield.full(this.pieces)
     let b = this.offered.get(peer)
     if (b === undefined) { b = new Bitfield(this.pieces); this.offered.set(peer, b) }
-    this.topUp(b)
+    this.topUp(peer, b)
     return b
   }
 
-  private topUp (b: Bitfield): void {
+  /** How many untaken pieces peer should see now. */
+  private want (peer: string): number {
+    return Math.max(this.perPeer, this.recent.get(peer)?.length ?? 0)
+  }
+
+  private topUp (peer: string, b: Bitfield): void {
+    const want = this.want(peer)
     let pending = 0
     for (let i = 0; i < this.pieces; i++) if (b.has(i) && this.sentCount[i] === 0) pending++
     let scanned = 0
-    while (pending < this.perPeer && scanned < this.pieces) {
+    while (pending < want && scanned < this.pieces) {
       const i = this.nextUnsent
       this.nextUnsent = (this.nextUnsent + 1) % this.pieces
       scanned++
@@ -54,7 +71,7 @@ export class SuperSeed {
       pending++
     }
     // Everything unsent is already offered to someone: share the rest too.
-    if (pending === 0) for (let i = 0; i < this.pieces && pending < this.perPeer; i++) if (this.sentCount[i] === 0 && b.set(i)) pending++
+    if (pending === 0) for (let i = 0; i < this.pieces && pending < want; i++) if (this.sentCount[i] === 0 && b.set(i)) pending++
   }
 
   private offeredElsewhere (i: number): boolean {
@@ -69,14 +86,21 @@ export class SuperSeed {
   }
 
   /** Records that piece i went to peer. Returns whether the peer's offer grew (advertise it again). */
-  sent (peer: string, i: number): boolean {
+  sent (peer: string, i: number, now = Date.now()): boolean {
     if (this.sentCount[i]++ === 0) this.unsent--
     const b = this.offered.get(peer)
     if (b === undefined) return false
+    let times = this.recent.get(peer)
+    if (times === undefined) { times = []; this.recent.set(peer, times) }
+    times.push(now)
+    let drop = 0
+    while (drop < times.length && now - times[drop] > this.windowMs) drop++
+    if (drop > 0) times.splice(0, drop)
+    if (times.length > this.pieces) times.splice(0, times.length - this.pieces)
     const before = b.cardinality
-    this.topUp(b)
+    this.topUp(peer, b)
     return b.cardinality !== before || this.finished
   }
 
-  forget (peer: string): void { this.offered.delete(peer) }
+  forget (peer: string): void { this.offered.delete(peer); this.recent.delete(peer) }
 }

@@ -26,7 +26,7 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --max-in-flight-total N  variant: cap on a client's requests over all peers (default: none, as the agent)
   --upload-slots N       variant: at most N BLOCK messages on the wire per node at once (default: none, as the agent)
   --origin-upload-slots N  variant: the same for the origin alone
-  --super-seed N         SuperSeed pieces per peer (default 32, as the agent)
+  --super-seed N         SuperSeed pieces per peer (default 2, as the agent)
   --super-seed-commit W  sent (the agent: a piece counts as sent once its message is out) or queued (variant)
   --frame-kib KIB        block data per BLOCK batch (default 1024, block-exchange FRAME_BYTES)
   --have-ms MS           HAVE update period (default 100)
@@ -87,7 +87,7 @@ function main (): void {
         endgame: { type: 'string' },
         'max-in-flight-total': { type: 'string' },
         'upload-slots': { type: 'string' },
-        'super-seed': { type: 'string', default: '32' },
+        'super-seed': { type: 'string', default: '2' },
         'super-seed-commit': { type: 'string', default: 'sent' },
         'frame-kib': { type: 'string', default: '1024' },
         'have-ms': { type: 'string', default: '100' },

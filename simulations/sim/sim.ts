@@ -75,7 +75,7 @@ export interface SimConfig {
   uploadSlots?: number
   /** Variant: upload slots of the origin alone (default: uploadSlots). */
   originUploadSlots?: number
-  /** SuperSeed pieces per peer (the agent uses 32). */
+  /** SuperSeed pieces per peer (default 2, as the agent). */
   superSeedPerPeer?: number
   /**
    * When the origin tells SuperSeed a piece went out: 'sent' once its BLOCK message is written
@@ -392,7 +392,7 @@ class Simulation {
     this.flushed = new Int32Array(n)
     this.watchPos = new Int32Array(this.g.adj.length).fill(-1)
     this.streams = new Array<Stream | undefined>(this.g.adj.length)
-    this.ss = cfg.makeSuperSeed?.(this.pieces, cfg.superSeedPerPeer ?? 32) ?? new SuperSeed(this.pieces, cfg.superSeedPerPeer ?? 32)
+    this.ss = cfg.makeSuperSeed?.(this.pieces, cfg.superSeedPerPeer ?? 2) ?? new SuperSeed(this.pieces, cfg.superSeedPerPeer ?? 2)
     this.upBytes = new Float64Array(n)
     this.sending = new Int32Array(n)
     this.waitQ = new Array<Stream[] | undefined>(n)
@@ -839,7 +839,7 @@ class Simulation {
     }
     if (missing !== null) this.ev(t + this.lat, EV.DONT_HAVE, st.back, 0, missing)
     if (fromOrigin && this.commitQueued && batch.length > 0) {
-      for (const i of batch) this.ss.sent(peer, i)
+      for (const i of batch) this.ss.sent(peer, i, t * 1000)
       if (this.ss.finished && this.superSeedDone === null) this.superSeedDone = t
       if (!this.ss.finished) this.flushOriginTo(st.edge, t, true)
     }
@@ -916,7 +916,7 @@ class Simulation {
     if (st.server === 0) {
       const seeding = !this.ss.finished
       const peer = this.edgeId[st.edge]
-      if (!this.commitQueued) for (const i of list) this.ss.sent(peer, i)
+      if (!this.commitQueued) for (const i of list) this.ss.sent(peer, i, t * 1000)
       if (this.ss.finished && this.superSeedDone === null) this.superSeedDone = t
       // A super-seeded offer grew as its pieces went out: tell that peer now, not at the next tick.
       if ((seeding && !this.ss.finished) || st.originFlush) { st.originFlush = false; this.flushOriginTo(st.edge, t, true) }

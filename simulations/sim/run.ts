@@ -23,6 +23,7 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --in-flight-target-ms MS  requests per peer cover MS of its measured rate (PeerRates; default 600,
                          as the agent; 0: always --max-in-flight)
   --endgame N            PieceScheduler endgamePieces (default: the scheduler's, 16)
+  --endgame-fanout N     PieceScheduler endgameFanout: peers asked for one endgame piece at once (default 3)
   --max-in-flight-total N  variant: cap on a client's requests over all peers (default: none, as the agent)
   --upload-slots N       variant: at most N BLOCK messages on the wire per node at once (default: none, as the agent)
   --origin-upload-slots N  variant: the same for the origin alone
@@ -85,6 +86,7 @@ function main (): void {
         'cpu-s-per-gb': { type: 'string' },
         'origin-upload-slots': { type: 'string' },
         endgame: { type: 'string' },
+        'endgame-fanout': { type: 'string' },
         'max-in-flight-total': { type: 'string' },
         'upload-slots': { type: 'string' },
         'super-seed': { type: 'string', default: '2' },
@@ -123,6 +125,7 @@ function main (): void {
     cpuSecondsPerGB: num(v['cpu-s-per-gb'], 'cpu-s-per-gb'),
     originUploadSlots: num(v['origin-upload-slots'], 'origin-upload-slots'),
     endgamePieces: num(v.endgame, 'endgame'),
+    endgameFanout: num(v['endgame-fanout'], 'endgame-fanout'),
     maxInFlightTotal: num(v['max-in-flight-total'], 'max-in-flight-total'),
     uploadSlots: num(v['upload-slots'], 'upload-slots'),
     superSeedPerPeer: num(v['super-seed'], 'super-seed'),

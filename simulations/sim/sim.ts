@@ -62,6 +62,8 @@ export interface SimConfig {
   /** Scheduler options (the agent passes maxInFlight 32; endgame is the scheduler's default 16). */
   maxInFlight?: number
   endgamePieces?: number
+  /** PieceScheduler endgameFanout (default: the scheduler's, 3). */
+  endgameFanout?: number
   /**
    * Driver variant: at most this many requests in flight per client over all its peers (passed
    * as next()'s limit). Default: none, as the agent (only maxInFlight per peer).
@@ -471,7 +473,7 @@ class Simulation {
   // ------------------------------------------------------------------ client side (VersionFetcher)
 
   private start (u: number, t: number): void {
-    const opts = { maxInFlight: this.maxInFlight, endgamePieces: this.endgamePieces, random: rng(this.cfg.seed, 1000 + u) }
+    const opts = { maxInFlight: this.maxInFlight, endgamePieces: this.endgamePieces, endgameFanout: this.cfg.endgameFanout, random: rng(this.cfg.seed, 1000 + u) }
     const s = this.cfg.makeScheduler?.(this.pieces, this.have[u], opts) ??
       new PieceScheduler(this.pieces, this.have[u], opts)
     this.sched[u] = s

@@ -22,8 +22,15 @@ import { BLOCKS_PROTOCOL_Z, compressBlock, decompressBlocks, encodeZBlocks, read
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('exchange')
-/** Bytes of block data per BLOCK frame. */
+/** Bytes of block data read and written per turn of a serving stream (one drain wait). */
 const FRAME_BYTES = 1024 * 1024
+/**
+ * Block data per BLOCK message: a receiver uses a message only once all of it arrived, so a
+ * turn's blocks go out as messages of about one block each. On a link shared by many streams a
+ * 1 MiB message takes seconds to arrive whole, and none of its blocks can be passed on
+ * meanwhile (in the simulator: 50 clients 1.48 -> 1.38 T_min, 10 clients 1.15 -> 1.11).
+ */
+const MESSAGE_BYTES = 64 * 1024
 /** Marks a block in the compressed cache that does not compress (sent plain). */
 const INCOMPRESSIBLE = new Uint8Array(0)
 /** Default memory for verified blocks kept for the deploy and for relaying (see block-cache.ts). */
@@ -442,17 +449,24 @@ export class BlockExchange {
           this.blocksServed++
           this.noteSent(peer, cid.toString(), watching)
         }
-        if (zbatch.length > 0) {
-          const n = zbatch.reduce((x, b) => x + b.z.length, 0)
-          if (this.uploadLimit !== null) await this.uploadLimit.take(n)
+        // The turn's messages are written together and drained once.
+        const parts: Uint8Array[] = []
+        let turnBytes = 0
+        for (const group of groupBySize(zbatch, b => b.z.length, MESSAGE_BYTES)) {
           countMessage(this.messagesSent, 'zblock')
-          await sendParts(stream, encodeZBlocks({ type: 'zblock', id: 0, blocks: zbatch }))
-          for (const b of zbatch) sent(b.cid, b.z.length)
+          parts.push(...encodeZBlocks({ type: 'zblock', id: 0, blocks: group }))
+          for (const b of group) turnBytes += b.z.length
         }
-        for (const msg of packBlocks(batch, 0, FRAME_BYTES + 64 * 1024)) {
-          if (this.uploadLimit !== null) await this.uploadLimit.take(msg.blocks.reduce((n, b) => n + b.bytes.length, 0))
-          await send(msg)
-          for (const b of msg.blocks) sent(b.cid, b.bytes.length)
+        for (const msg of packBlocks(batch, 0, MESSAGE_BYTES)) {
+          countMessage(this.messagesSent, msg.type)
+          parts.push(...encode(msg))
+          for (const b of msg.blocks) turnBytes += b.bytes.length
+        }
+        if (parts.length > 0) {
+          if (this.uploadLimit !== null) await this.uploadLimit.take(turnBytes)
+          await sendParts(stream, parts)
+          for (const b of zbatch) sent(b.cid, b.z.length)
+          for (const b of batch) sent(b.cid, b.bytes.length)
         }
         // A super-seeded offer grew as its pieces went out: say so now, not at the next tick.
         if (seedingAny(watching)) flushHave()
@@ -520,4 +534,19 @@ export class BlockExchange {
       if (i !== undefined) offer.superSeed.sent(peer, i)
     }
   }
+}
+
+/** Consecutive groups of items whose sizes add up to at most max (an item larger than max alone). */
+function groupBySize<T> (items: T[], size: (item: T) => number, max: number): T[][] {
+  const groups: T[][] = []
+  let cur: T[] = []
+  let bytes = 0
+  for (const item of items) {
+    const n = size(item)
+    if (cur.length > 0 && bytes + n > max) { groups.push(cur); cur = []; bytes = 0 }
+    cur.push(item)
+    bytes += n
+  }
+  if (cur.length > 0) groups.push(cur)
+  return groups
 }

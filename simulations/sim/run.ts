@@ -29,7 +29,7 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --origin-upload-slots N  variant: the same for the origin alone
   --super-seed N         SuperSeed pieces per peer (default 2, as the agent)
   --super-seed-commit W  sent (the agent: a piece counts as sent once its message is out) or queued (variant)
-  --frame-kib KIB        block data per BLOCK batch (default 1024, block-exchange FRAME_BYTES)
+  --frame-kib KIB        block data per BLOCK message (default 64, block-exchange MESSAGE_BYTES)
   --have-ms MS           HAVE update period (default 100)
   --efficiency X         payload share of a link (default 0.95; 1 = no header overhead)
   --cpu-cores C          a CPU shared by every node (the testbed's machine): C cores...
@@ -91,7 +91,7 @@ function main (): void {
         'upload-slots': { type: 'string' },
         'super-seed': { type: 'string', default: '2' },
         'super-seed-commit': { type: 'string', default: 'sent' },
-        'frame-kib': { type: 'string', default: '1024' },
+        'frame-kib': { type: 'string', default: '64' },
         'have-ms': { type: 'string', default: '100' },
         efficiency: { type: 'string', default: '0.95' },
         'jitter-ms': { type: 'string', default: '0' },

@@ -87,7 +87,7 @@ export interface SimConfig {
   superSeedCommit?: 'sent' | 'queued'
   /** Make the origin's SuperSeed (default: the real one), to try a variant. */
   makeSuperSeed?: (pieces: number, perPeer: number) => SuperSeed
-  /** Block data per BLOCK batch (block-exchange FRAME_BYTES, default 1 MiB). */
+  /** Block data per BLOCK message, usable once all of it arrived (block-exchange MESSAGE_BYTES, default 64 KiB). */
   frameBytes?: number
   /** Payload share of link rate (TCP/IP, noise, yamux headers; default 0.95). */
   efficiency?: number
@@ -367,7 +367,7 @@ class Simulation {
     this.lat = (cfg.rttMs ?? 0.5) / 2000
     this.haveS = (cfg.haveMs ?? 100) / 1000
     this.tickS = (cfg.tickMs ?? 500) / 1000
-    this.frameBytes = cfg.frameBytes ?? 1024 * 1024
+    this.frameBytes = cfg.frameBytes ?? 64 * 1024
     this.timeoutS = (cfg.requestTimeoutMs ?? 20_000) / 1000
     this.maxInFlight = cfg.maxInFlight ?? 32
     this.maxTotal = cfg.maxInFlightTotal ?? Number.POSITIVE_INFINITY

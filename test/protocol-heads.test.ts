@@ -130,6 +130,29 @@ test('exchange over a message stream, both directions', async () => {
   assert.deepEqual(norm(gotB), norm(mine))
 })
 
+test('exchange with a peer that ends the stream at once: EPROTOCOL, never an unhandled rejection', async () => {
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+  process.on('unhandledRejection', onUnhandled)
+  try {
+    for (let i = 0; i < 20; i++) {
+      const [a, b] = await streamPair()
+      const mine: HeadsMessage = { heads: Array.from({ length: 50 }, (_, k) => ({ image: `img${k}`, number: k + 1, cid: randomCid(0x71) })) }
+      // Half the rounds the peer sends garbage first (our read fails while we still write),
+      // half it closes at once.
+      if (i % 2 === 0) a.send(new Uint8Array([0x03, 0xff, 0xff, 0xff]))
+      const exchanging = exchangeHeads(b, mine, { signal: AbortSignal.timeout(5000) })
+      if (i % 2 === 1) await a.close()
+      await assert.rejects(exchanging, (err: unknown) => err instanceof ImgmeshError)
+    }
+    // give a stray rejection a turn of the event loop to show up
+    await new Promise(resolve => setTimeout(resolve, 50))
+    assert.deepEqual(unhandled, [])
+  } finally {
+    process.off('unhandledRejection', onUnhandled)
+  }
+})
+
 test('readHeads: garbage, oversize, early end and silence', async () => {
   {
     const [a, b] = await streamPair()

@@ -9,6 +9,7 @@ import { Agent } from '../../node/agent/agent.ts'
 import { ControlClient } from '../../node/control/control-api.ts'
 import { emit, formatBytes, ProgressLine } from '../output.ts'
 import { ImgmeshError } from '../../node/errors.ts'
+import { createLogger } from '../../node/logger.ts'
 import type { GlobalArgs } from '../imgmesh.ts'
 import { agentOperatorOptions, startOperatorForArgs } from './service.ts'
 
@@ -76,6 +77,12 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('hook-timeout', { type: 'number', default: 300, describe: 'seconds a pre/post-apply hook may run' })
       .option('keep', { type: 'number', default: 5, describe: 'versions kept per image by the periodic GC (deployed and assigned ones always)' })),
     async (a) => {
+      // A long-running agent outlives one failed exchange with one peer: a promise rejected
+      // with nobody waiting for it is logged, not fatal.
+      const log = createLogger('agent')
+      process.on('unhandledRejection', (reason: unknown) => {
+        log.error('unhandled rejection', { error: reason instanceof Error ? reason.message : String(reason), code: reason instanceof ImgmeshError ? reason.code : undefined })
+      })
       const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api,
         maxInFlight: a.maxInFlight,
         uploadLimit: a.uploadLimit === undefined ? undefined : parseSize(a.uploadLimit),

@@ -168,12 +168,10 @@ export async function readHeads (stream: MessageStream, options?: AbortOptions):
  */
 export async function exchangeHeads (stream: MessageStream, local: HeadsMessage, options?: AbortOptions): Promise<HeadsMessage> {
   const reading = readHeads(stream, options)
-  try {
-    await writeHeads(stream, local, options)
-    await stream.close(options)
-  } catch (err) {
-    reading.catch(() => {})
-    throw err
-  }
+  // The remote may end the stream while we still write: the read then fails before anyone
+  // awaits it, which must not count as an unhandled rejection (it is awaited below).
+  reading.catch(() => {})
+  await writeHeads(stream, local, options)
+  await stream.close(options)
   return await reading
 }

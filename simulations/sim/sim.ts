@@ -59,6 +59,8 @@ export interface SimConfig {
    * every peer.
    */
   inFlightTargetMs?: number
+  /** PeerRates min: fewest requests in flight per peer (default: the fetcher's). */
+  inFlightMin?: number
   /** Scheduler options (the agent passes maxInFlight 32; endgame is the scheduler's default 16). */
   maxInFlight?: number
   endgamePieces?: number
@@ -477,7 +479,7 @@ class Simulation {
     const s = this.cfg.makeScheduler?.(this.pieces, this.have[u], opts) ??
       new PieceScheduler(this.pieces, this.have[u], opts)
     this.sched[u] = s
-    if (this.targetMs > 0) this.rates[u] = new PeerRates(this.imageBytes / this.pieces, { targetMs: this.targetMs, max: this.maxInFlight })
+    if (this.targetMs > 0) this.rates[u] = new PeerRates(this.imageBytes / this.pieces, { targetMs: this.targetMs, max: this.maxInFlight, ...(this.cfg.inFlightMin === undefined ? {} : { min: this.cfg.inFlightMin }) })
     this.inner[u] = this.skipEmpty ? internals(s) : null
     if (this.inner[u] !== null) this.asked[u] = new Uint8Array(this.pieces)
     this.started[u] = 1

@@ -49,8 +49,14 @@ export interface SimConfig {
   originNeighbours?: number
   /** Round-trip time between any two nodes, ms (default 0.5). */
   rttMs?: number
-  /** Period of HAVE updates to watchers (block-exchange HAVE_UPDATE_MS, default 100). */
+  /** Period of HAVE updates to watchers (block-exchange HAVE_UPDATE_MS, default 100)... */
   haveMs?: number
+  /**
+   * ...for up to this many watchers; beyond, the period grows with their number up to haveMaxMs
+   * (a variant; default Infinity: a fixed period, as the agent; haveMaxMs default 500).
+   */
+  havePeers?: number
+  haveMaxMs?: number
   /** The fetcher's tick (default 500). */
   tickMs?: number
   /**
@@ -428,7 +434,7 @@ class Simulation {
     const jitter = (this.cfg.startJitterMs ?? 0) / 1000
     for (let v = 1; v < this.n; v++) this.ev(jitter > 0 ? this.r() * jitter : 0, EV.START, v)
     // Every node's HAVE updates run on their own 100 ms clock, at a random phase.
-    for (let v = 0; v < this.n; v++) this.ev(this.r() * this.haveS, EV.FLUSH, v)
+    for (let v = 0; v < this.n; v++) this.ev(this.r() * this.havePeriod(v), EV.FLUSH, v)
     this.nextStep = this.dt
     this.ev(this.nextStep, EV.STEP, 0)
     this.stepping = true
@@ -666,11 +672,19 @@ class Simulation {
     this.ev(t + this.lat, EV.ANSWER, this.g.rev[e], 0, null, null, have)
   }
 
+  /** The HAVE period of node v: longer when it serves many peers (all its neighbours watch it). */
+  private havePeriod (v: number): number {
+    const peers = this.cfg.havePeers ?? Number.POSITIVE_INFINITY
+    const watchers = this.g.off[v + 1] - this.g.off[v]
+    if (!Number.isFinite(peers) || watchers <= peers) return this.haveS
+    return Math.min(Math.max(this.haveS, (this.cfg.haveMaxMs ?? 500) / 1000), this.haveS * Math.ceil(watchers / peers))
+  }
+
   /** Every HAVE_UPDATE_MS: tell watchers what changed. */
   private onFlush (v: number, t: number): void {
     if (v === 0) {
       this.flushOrigin(t)
-      if (this.originAll.size < this.g.off[1] - this.g.off[0] || !this.ss.finished) this.ev(t + this.haveS, EV.FLUSH, v)
+      if (this.originAll.size < this.g.off[1] - this.g.off[0] || !this.ss.finished) this.ev(t + this.havePeriod(v), EV.FLUSH, v)
       return
     }
     const upto = this.acqCount[v]
@@ -678,7 +692,7 @@ class Simulation {
       this.flushed[v] = upto
       this.ev(t + this.lat, EV.DELIVER, v, upto)
     }
-    if (this.done[v] === 0 || this.flushed[v] !== this.acqCount[v]) this.ev(t + this.haveS, EV.FLUSH, v)
+    if (this.done[v] === 0 || this.flushed[v] !== this.acqCount[v]) this.ev(t + this.havePeriod(v), EV.FLUSH, v)
   }
 
   private onDeliver (v: number, upto: number, t: number): void {

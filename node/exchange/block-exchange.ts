@@ -34,7 +34,7 @@ const MESSAGE_BYTES = 64 * 1024
 /** Marks a block in the compressed cache that does not compress (sent plain). */
 const INCOMPRESSIBLE = new Uint8Array(0)
 /** Default memory for verified blocks kept for the deploy and for relaying (see block-cache.ts). */
-const CACHE_BYTES = 256 * 1024 * 1024
+const CACHE_BYTES = 64 * 1024 * 1024
 /** How often a served peer hears about pieces we got since the last HAVE. */
 const HAVE_UPDATE_MS = 100
 

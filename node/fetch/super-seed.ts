@@ -18,16 +18,15 @@ export class SuperSeed {
   private readonly recent = new Map<string, number[]>()
 
   /**
-   * `spread`: pieces the swarm already holds (those of the parent version, for an update). They
-   * count as sent: only the new pieces are super-seeded, and the rest comes from the peers that
-   * have it. Without this a follower holding the parent would be offered only pieces it has.
-   */
-  /**
    * `perPeer`: pieces shown to a peer that it has not taken yet, at least. A peer that takes
    * pieces fast is shown as many as it took in the last `windowMs` (default 100): the offer
    * covers what that stream carries in about a round of HAVE and WANT, so a lone fast peer is
    * not held up by the offer, while a peer among many slow streams sees only a few pieces and
    * each piece reaches a first receiver soon.
+   *
+   * `spread`: pieces the swarm already holds (those of the parent version, for an update). They
+   * count as sent: only the new pieces are super-seeded, and the rest comes from the peers that
+   * have it. Without this a follower holding the parent would be offered only pieces it has.
    */
   constructor (pieces: number, perPeer = 8, spread?: Bitfield, opts: { windowMs?: number } = {}) {
     this.pieces = pieces

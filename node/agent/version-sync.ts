@@ -17,6 +17,9 @@ import { createLogger } from '../logger.ts'
 
 const log = createLogger('versions')
 const HEADS_TIMEOUT_MS = 10_000
+/** A failed heads exchange is tried this many times in all, HEADS_RETRY_MS × attempt apart. */
+const HEADS_ATTEMPTS = 3
+const HEADS_RETRY_MS = 1000
 
 export interface LearntVersion { cid: CID, version: SignedVersion, from: string, via: 'heads' | 'gossip' }
 
@@ -38,6 +41,7 @@ export class VersionSync {
   rejected = 0
   /** Concurrent publishes of the same number seen by this node (newest last). */
   readonly conflicts: VersionConflict[] = []
+  private stopped = false
 
   constructor (libp2p: SwarmLibp2p, store: ImageStore, clusterId: string, onLearnt: (v: LearntVersion) => void) {
     this.libp2p = libp2p
@@ -74,6 +78,7 @@ export class VersionSync {
   }
 
   async stop (): Promise<void> {
+    this.stopped = true
     this.libp2p.removeEventListener('peer:identify', this.onIdentify)
     const pubsub = this.libp2p.services.pubsub
     pubsub.removeEventListener('message', this.onMessage)
@@ -89,14 +94,23 @@ export class VersionSync {
     void this.syncWith(peer)
   }
 
-  /** Exchanges heads with one peer now. */
+  /**
+   * Exchanges heads with one peer now. A failed exchange (the stream reset or ended early, a
+   * timeout) is tried again a little later, a few times: it is the only exchange of that pair
+   * until one of them reconnects.
+   */
   async syncWith (peer: string): Promise<void> {
-    try {
-      const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), HEADS_PROTOCOL, { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
-      const theirs = await exchangeHeads(stream, await this.localHeads(), { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
-      await this.importHeads(theirs, peer)
-    } catch (err) {
-      log.debug('heads exchange failed', { peer, error: (err as Error).message })
+    for (let attempt = 0; attempt < HEADS_ATTEMPTS; attempt++) {
+      if (attempt > 0) await new Promise(resolve => setTimeout(resolve, HEADS_RETRY_MS * attempt))
+      if (this.stopped) return
+      try {
+        const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), HEADS_PROTOCOL, { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
+        const theirs = await exchangeHeads(stream, await this.localHeads(), { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
+        await this.importHeads(theirs, peer)
+        return
+      } catch (err) {
+        log.debug('heads exchange failed', { peer, attempt, error: (err as Error).message })
+      }
     }
   }
 

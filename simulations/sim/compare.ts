@@ -14,6 +14,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig } from './sim.ts'
+import { median } from '../bench-transfer.ts'
 
 interface Row {
   n: number
@@ -35,11 +36,6 @@ export function agentCpuSeconds (row: Row): number | null {
     if (m !== null) return Number(m[1]) + row.n * Number(m[2])
   }
   return null
-}
-
-function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
 function main (): void {

@@ -10,9 +10,14 @@ export function mix (seed: number, salt: number): number {
   return (h ^ (h >>> 16)) >>> 0
 }
 
-/** mulberry32: a uniform number in [0, 1) per call. */
+/** mulberry32 from a seed and a salt mixed together: a uniform number in [0, 1) per call. */
 export function rng (seed: number, salt = 0): Random {
-  let a = mix(seed, salt)
+  return mulberry32(mix(seed, salt))
+}
+
+/** mulberry32 from a 32-bit state as given: a uniform number in [0, 1) per call. */
+export function mulberry32 (state: number): Random {
+  let a = state >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0
     let t = a

@@ -7,6 +7,7 @@
  */
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig } from './sim.ts'
+import { median } from '../bench-transfer.ts'
 
 const STEPS: Array<[string, Partial<SimConfig>]> = [
   ['A super-seed 32/peer, 1 MiB messages, endgame asks every holder', { superSeedPerPeer: 32, frameBytes: 1 << 20, endgameFanout: 1e9 }],
@@ -15,11 +16,6 @@ const STEPS: Array<[string, Partial<SimConfig>]> = [
   ['D  + one block per BLOCK message', { superSeedPerPeer: 2, frameBytes: 64 << 10 }],
   ['E  variant of D: at most 8 streams sending per node', { superSeedPerPeer: 2, frameBytes: 64 << 10, uploadSlots: 8 }]
 ]
-
-function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)]
-}
 
 const { values } = parseArgs({ options: { nodes: { type: 'string', default: '10,20,50' }, seeds: { type: 'string', default: '5' } } })
 const nodes = values.nodes.split(',').map(Number).filter(n => Number.isInteger(n) && n > 0)

@@ -33,6 +33,7 @@ import { prepareImage } from './image.ts'
 import type { PreparedImage } from './image.ts'
 import { parseSamples } from './sampler.ts'
 import { verifyCopy } from './verify.ts'
+import { mulberry32 } from '../sim/rng.ts'
 import { newOutcomes, waitListening } from './transports/common.ts'
 import { CLI, IMAGE, startSwarm, type AgentHandle } from './transports/imgmesh.ts'
 import type { SpawnRequest, TransportContext } from './transports/types.ts'
@@ -190,18 +191,6 @@ async function waitDeployed (agents: AgentHandle[], number: number, deadline: nu
 
 // ------------------------------------------------------------------------------ v2 of the image
 
-/** A deterministic generator (mulberry32). */
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function regularFiles (root: string, rel = '', out: Array<{ rel: string, size: number }> = []): Array<{ rel: string, size: number }> {
   for (const name of readdirSync(join(root, rel)).sort()) {
     const r = rel === '' ? name : `${rel}/${name}`
@@ -222,7 +211,7 @@ function makeV2 (v1: string, v2: string, pct: number, big: number): { files: num
   rmSync(v2, { recursive: true, force: true })
   cpSync(v1, v2, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true })
   const files = regularFiles(v2)
-  const r = rng(4242)
+  const r = mulberry32(4242)
   const bySize = [...files].sort((a, b) => b.size - a.size)
   const bigOnes = new Set(bySize.slice(0, big).map(f => f.rel))
   const rest = files.filter(f => !bigOnes.has(f.rel) && f.size > 0)

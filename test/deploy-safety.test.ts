@@ -88,8 +88,10 @@ test('a corrupt block in the store fails the deploy with a clear error and recor
   for await (const cid of store.blocks.cids()) {
     const bytes = await store.blocks.get(cid).catch(() => null)
     if (bytes === null || bytes.length < 1000) continue
-    const fh = await open(store.blocks.pathOf(cid), 'r+')
-    await fh.write(Buffer.from([0xff]), 0, 1, 10)
+    const at = store.blocks.locate(cid)
+    assert.ok(at !== null)
+    const fh = await open(at.path, 'r+')
+    await fh.write(Buffer.from([bytes[10] ^ 0xff]), 0, 1, at.offset + 10)
     await fh.close()
   }
   const target = join(work, 'target-corrupt')

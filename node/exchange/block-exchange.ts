@@ -31,6 +31,8 @@ const FRAME_BYTES = 1024 * 1024
  * meanwhile (in the simulator: 50 clients 1.48 -> 1.38 T_min, 10 clients 1.15 -> 1.11).
  */
 const MESSAGE_BYTES = 64 * 1024
+/** Blocks of a turn read from the store at once (each read is one thread-pool job). */
+const READS_AT_ONCE = 16
 /** Marks a block in the compressed cache that does not compress (sent plain). */
 const INCOMPRESSIBLE = new Uint8Array(0)
 /** Default memory for verified blocks kept for the deploy and for relaying (see block-cache.ts). */
@@ -411,35 +413,54 @@ export class BlockExchange {
     const updater = setInterval(flushHave, HAVE_UPDATE_MS)
     const zStream = this.compress && stream.protocol === BLOCKS_PROTOCOL_Z
 
+    /** The block to send for a request: compressed or plain, or null when we do not have it. */
+    const load = async (cid: CID, key: string): Promise<{ z: Uint8Array } | { bytes: Uint8Array } | null> => {
+      try {
+        if (zStream) {
+          let z = this.zcache.get(key)
+          if (z === undefined) {
+            z = (await compressBlock(await this.rawBlock(cid, key))) ?? INCOMPRESSIBLE
+            this.zcache.put(key, z)
+          }
+          if (z.length > 0) return { z }
+        }
+        return { bytes: await this.rawBlock(cid, key) }
+      } catch {
+        return null
+      }
+    }
+    // The previous turn's wait for the stream to drain: the next turn reads its blocks meanwhile.
+    let draining: Promise<void> = Promise.resolve()
     const worker = async (): Promise<void> => {
       while (!ended) {
-        if (queue.length === 0) { await new Promise<void>(resolve => { waker.wake = resolve }); waker.wake = null; continue }
+        if (queue.length === 0) {
+          await draining
+          if (queue.length === 0 && !ended) { await new Promise<void>(resolve => { waker.wake = resolve }); waker.wake = null }
+          continue
+        }
         const batch: Block[] = []
         const zbatch: ZBlock[] = []
         const missing: CID[] = []
         let bytes = 0
         while (queue.length > 0 && bytes < FRAME_BYTES) {
-          const cid = queue.shift()!
-          const key = cid.toString()
-          if (cancelled.delete(key)) continue
-          if (!this.allowedBySuperSeed(peer, key, watching)) { missing.push(cid); continue }
-          try {
-            if (zStream) {
-              let z = this.zcache.get(key)
-              if (z === undefined) {
-                const raw = await this.rawBlock(cid, key)
-                z = (await compressBlock(raw)) ?? INCOMPRESSIBLE
-                this.zcache.put(key, z)
-              }
-              if (z.length > 0) { zbatch.push({ cid, z }); bytes += z.length; continue }
-            }
-            const data = await this.rawBlock(cid, key)
-            batch.push({ cid, bytes: data })
-            bytes += data.length
-          } catch {
-            missing.push(cid)
+          // A few blocks at a time, read at once (the thread pool reads them in parallel).
+          const group: Array<[CID, string]> = []
+          while (queue.length > 0 && group.length < READS_AT_ONCE) {
+            const cid = queue.shift()!
+            const key = cid.toString()
+            if (cancelled.delete(key)) continue
+            if (!this.allowedBySuperSeed(peer, key, watching)) { missing.push(cid); continue }
+            group.push([cid, key])
+          }
+          const loaded = await Promise.all(group.map(async ([cid, key]) => await load(cid, key)))
+          for (let k = 0; k < group.length; k++) {
+            const b = loaded[k]
+            const cid = group[k][0]
+            if (b === null) missing.push(cid)
+            else if ('z' in b) { zbatch.push({ cid, z: b.z }); bytes += b.z.length } else { batch.push({ cid, bytes: b.bytes }); bytes += b.bytes.length }
           }
         }
+        await draining
         if (missing.length > 0) await send({ type: 'dont-have', id: 0, cids: missing })
         const sent = (cid: CID, n: number): void => {
           traffic.sent += n
@@ -464,13 +485,17 @@ export class BlockExchange {
         }
         if (parts.length > 0) {
           if (this.uploadLimit !== null) await this.uploadLimit.take(turnBytes)
-          await sendParts(stream, parts)
+          const out = sendParts(stream, parts)
           for (const b of zbatch) sent(b.cid, b.z.length)
           for (const b of batch) sent(b.cid, b.bytes.length)
+          draining = out
+          // a failed drain ends the worker at the next turn's await, as before
+          out.catch(() => {})
         }
         // A super-seeded offer grew as its pieces went out: say so now, not at the next tick.
         if (seedingAny(watching)) flushHave()
       }
+      await draining
     }
     const working = worker().catch((err: unknown) => { log.debug('serving stopped', { peer, error: (err as Error).message }) })
     try {

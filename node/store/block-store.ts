@@ -1,25 +1,32 @@
 /**
- * The block store: content-addressed blocks on disk (blockstore-fs), every block hashed and
- * checked against its CID when read. A block that fails the check is reported, never returned.
+ * The block store: content-addressed blocks in append-only packs (pack-file.ts) under
+ * `blocks/`, found through an index in memory, every block hashed and checked against its CID
+ * when read. A block that fails the check is reported, never returned.
+ *
+ * Several processes use one store at once (the agent, a capture run from the CLI): each store
+ * object appends to a pack of its own, named after its process, and reads everyone's. A block
+ * not in the index sends the store to look for packs it has not seen and for records appended
+ * to the packs of writers still running, so a block another process stored before telling us
+ * about it is found. GC rewrites only packs whose writer has gone.
  */
-import { stat } from 'node:fs/promises'
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, read, readSync, renameSync, unlinkSync, writeSync, constants } from 'node:fs'
-import { join, dirname } from 'node:path'
+import { closeSync, fstatSync, mkdirSync, openSync, read, readSync, readdirSync, statSync, unlinkSync, constants } from 'node:fs'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
 import { threadId } from 'node:worker_threads'
-import { FsBlockstore } from 'blockstore-fs'
-import { NextToLast } from 'blockstore-fs/sharding'
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
 import { ImgmeshError, isErrno } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 import { RAW_CODE, cidFor, matchesCid, blockKey } from './cid.ts'
-import { CID as CIDClass } from 'multiformats/cid'
+import { PackWriter, scanPack, MAX_RECORD_DATA } from './pack-file.ts'
 
 const log = createLogger('store')
 
-/** O_NOFOLLOW: a temporary name is never followed if something put a symlink there. */
-const TMP_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW
-/** Temporary names unique per process and thread, whatever the number of stores open. */
-let tmpCounter = 0
+const PACK_SUFFIX = '.pack'
+/** A pack this big is closed and the next block starts a new one (GC rewrites packs whole). */
+const PACK_ROLLOVER_BYTES = 256 * 1024 * 1024
+/** Packs being written by store objects of this process (the others are finished or foreign). */
+const writingHere = new Set<string>()
 
 export interface BlockGetter {
   /** Returns the verified bytes of a block, or throws ENOBLOCK / EBADBLOCK. */
@@ -28,104 +35,125 @@ export interface BlockGetter {
 
 export interface PutResult { cid: CID, added: boolean }
 
-function readError (cid: CID, err: unknown): ImgmeshError {
-  if (isErrno(err, 'ENOENT')) return new ImgmeshError('ENOBLOCK', `block ${cid.toString()} is not in the store`)
-  return new ImgmeshError('EIO', `reading block ${cid.toString()}: ${(err as Error).message}`, { cause: err })
+/** Where a block's bytes are: for repair tools and tests. */
+export interface BlockLocation { path: string, offset: number, length: number }
+
+interface Pack {
+  name: string
+  path: string
+  fd: number
+  /** Bytes scanned: records up to here are in the index. */
+  scanned: number
+  /** No one appends to it any more (its writer closed it, or its process is gone). */
+  finished: boolean
+  /** Its scan met a bad header: nothing after it is read, and GC rewrites the pack. */
+  corrupt: boolean
 }
 
-/** The content of a block file, of the size fstat gives (blocks are never rewritten; the hash check catches the rest). */
-async function readBlockFile (path: string): Promise<Uint8Array> {
-  const fd = openSync(path, constants.O_RDONLY)
-  try {
-    const buf = Buffer.allocUnsafeSlow(fstatSync(fd).size)
-    let got = 0
-    while (got < buf.length) {
-      const n = await readAsync(fd, buf, got, buf.length - got, got)
-      if (n === 0) break
-      got += n
-    }
-    return new Uint8Array(buf.buffer, buf.byteOffset, got)
-  } finally {
-    closeSync(fd)
-  }
+interface Location { pack: Pack, offset: number, length: number }
+
+function storeError (what: string, err: unknown, dir: string): ImgmeshError {
+  if (isErrno(err, 'ENOSPC') || isErrno(err, 'EDQUOT')) return new ImgmeshError('ENOSPC', `${what}: no space left on device in ${dir}`, { cause: err })
+  return new ImgmeshError('EIO', `${what}: ${(err as Error).message}`, { cause: err })
 }
 
-function readBlockFileSync (path: string): Uint8Array {
-  const fd = openSync(path, constants.O_RDONLY)
-  try {
-    const buf = Buffer.allocUnsafeSlow(fstatSync(fd).size)
-    let got = 0
-    while (got < buf.length) {
-      const n = readSync(fd, buf, got, buf.length - got, got)
-      if (n === 0) break
-      got += n
-    }
-    return new Uint8Array(buf.buffer, buf.byteOffset, got)
-  } finally {
-    closeSync(fd)
-  }
+/** The process that writes a pack, from its name (`PID-THREAD-RANDOM.pack`). */
+function writerPid (name: string): number {
+  const pid = Number(name.slice(0, name.indexOf('-')))
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : 0
 }
 
-function readAsync (fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+function processAlive (pid: number): boolean {
+  if (pid <= 0) return false
+  try { process.kill(pid, 0); return true } catch (err) { return isErrno(err, 'EPERM') }
+}
+
+function readAsync (fd: number, buf: Uint8Array, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    read(fd, buf, offset, length, position, (err, n) => { if (err !== null) reject(err); else resolve(n) })
+    read(fd, buf, 0, length, position, (err, n) => { if (err !== null) reject(err); else resolve(n) })
   })
 }
 
 export class BlockStore implements BlockGetter {
   readonly dir: string
-  private readonly fs: FsBlockstore
-  private readonly sharding = new NextToLast()
+  private readonly index = new Map<string, Location>()
+  private readonly packs = new Map<string, Pack>()
+  private writer: PackWriter | null = null
+  private writerPack: Pack | null = null
+  private dirMtime = -1
   /** Bytes newly written since this store object was opened. */
   bytesAdded = 0
   blocksAdded = 0
 
   constructor (dir: string) {
     this.dir = dir
-    this.fs = new FsBlockstore(dir, { shardingStrategy: this.sharding })
   }
 
-  async open (): Promise<void> { await this.fs.open() }
-
-  /** The file holding a block (for repair tools and tests). */
-  pathOf (cid: CID): string {
-    const { dir, file } = this.sharding.encode(cid)
-    return join(this.dir, dir, file)
+  async open (): Promise<void> {
+    try {
+      mkdirSync(this.dir, { recursive: true })
+    } catch (err) {
+      throw storeError(`creating block store ${this.dir}`, err, this.dir)
+    }
+    this.refresh()
   }
 
-  /** Whether the block's file exists (existsSync: a miss costs no exception, unlike blockstore-fs has()). */
-  async has (cid: CID): Promise<boolean> { return existsSync(this.pathOf(cid)) }
+  /** Number of blocks the store holds (as far as this object has seen). */
+  get size (): number { return this.index.size }
+
+  /** The pack and range holding a block (for repair tools and tests), or null. */
+  locate (cid: CID): BlockLocation | null {
+    const loc = this.find(blockKey(cid))
+    return loc === undefined ? null : { path: loc.pack.path, offset: loc.offset, length: loc.length }
+  }
+
+  async has (cid: CID): Promise<boolean> { return this.find(blockKey(cid)) !== undefined }
 
   /**
-   * Reads a block and checks its hash. Missing: ENOBLOCK. Corrupt: EBADBLOCK (the block is left for `gc --repair`/refetch).
-   * open, fstat and close are synchronous (cheap, no disk wait for a file in a warm directory);
-   * only the read, which may wait for the disk, goes through the thread pool: one round trip per
-   * block instead of four for readFile(), so an agent serving peers from a cold store keeps its
-   * event loop free while the disk works.
+   * Reads a block and checks its hash. Missing: ENOBLOCK. Corrupt: EBADBLOCK. The read goes
+   * through the thread pool, so an agent serving peers from a cold store keeps its event loop
+   * free while the disk works.
    */
   async get (cid: CID): Promise<Uint8Array> {
-    let bytes: Uint8Array
+    const loc = this.found(cid)
+    const buf = new Uint8Array(Buffer.allocUnsafeSlow(loc.length).buffer, 0, loc.length)
+    let got = 0
     try {
-      bytes = await readBlockFile(this.pathOf(cid))
+      while (got < loc.length) {
+        const n = await readAsync(loc.pack.fd, buf.subarray(got), loc.length - got, loc.offset + got)
+        if (n === 0) break
+        got += n
+      }
     } catch (err) {
-      throw readError(cid, err)
+      throw storeError(`reading block ${cid.toString()}`, err, this.dir)
     }
-    return this.checked(cid, bytes)
+    return this.checked(cid, buf.subarray(0, got))
   }
 
   /**
    * get() with a synchronous read, for batch jobs that have nothing else to do meanwhile (a
-   * deploy from the local store without an agent): about 30% faster there than one thread-pool
-   * round trip per block (docs/benchmarks.md), but it holds the event loop while the disk reads.
+   * deploy from the local store without an agent), or for blocks that were just written.
    */
   getSync (cid: CID): Uint8Array {
-    let bytes: Uint8Array
+    const loc = this.found(cid)
+    const buf = new Uint8Array(Buffer.allocUnsafeSlow(loc.length).buffer, 0, loc.length)
+    let got = 0
     try {
-      bytes = readBlockFileSync(this.pathOf(cid))
+      while (got < loc.length) {
+        const n = readSync(loc.pack.fd, buf, got, loc.length - got, loc.offset + got)
+        if (n === 0) break
+        got += n
+      }
     } catch (err) {
-      throw readError(cid, err)
+      throw storeError(`reading block ${cid.toString()}`, err, this.dir)
     }
-    return this.checked(cid, bytes)
+    return this.checked(cid, buf.subarray(0, got))
+  }
+
+  private found (cid: CID): Location {
+    const loc = this.find(blockKey(cid))
+    if (loc === undefined) throw new ImgmeshError('ENOBLOCK', `block ${cid.toString()} is not in the store`)
+    return loc
   }
 
   private checked (cid: CID, bytes: Uint8Array): Uint8Array {
@@ -134,6 +162,14 @@ export class BlockStore implements BlockGetter {
       throw new ImgmeshError('EBADBLOCK', `block ${cid.toString()} in the store does not match its hash`)
     }
     return bytes
+  }
+
+  /** The index entry of a block; on a miss, what other processes stored since is looked for first. */
+  private find (key: string): Location | undefined {
+    const loc = this.index.get(key)
+    if (loc !== undefined) return loc
+    this.refresh()
+    return this.index.get(key)
   }
 
   /** Stores bytes under their own hash; returns whether the block was new. */
@@ -157,70 +193,195 @@ export class BlockStore implements BlockGetter {
    * block it receives once, on arrival): the same as putVerified without hashing it again.
    */
   async putTrusted (cid: CID, bytes: Uint8Array): Promise<PutResult> {
-    return await this.putBlock(cid, bytes)
+    return this.putBlock(cid, bytes)
   }
 
   /**
-   * Writes a block file where blockstore-fs keeps it (same sharding, same name), so blockstore-fs
-   * reads it. Measured: blockstore-fs put() costs an access() for has(), a recursive mkdir, a
-   * temporary file written by steno and a rename, each a round trip to the libuv thread pool;
-   * on the 2-core test machine that took about 370 µs per block against 115 µs for the same
-   * syscalls made directly (docs/benchmarks.md). So: one existsSync (no exception when absent),
-   * then a temporary file written with plain synchronous calls and renamed into place, which
-   * keeps a killed process from leaving a partial block under its real name. The shard
-   * directory is created only when the open fails for want of it. Each call blocks the event
-   * loop for one small file write (tens of µs, a block being at most 256 KiB of content or one
-   * tree block).
+   * Appends a block to this object's pack (one positional write of header and data; a failed
+   * write is cut back, so a full disk leaves the pack as it was). The index is not refreshed
+   * first: a block another process stored meanwhile is stored twice, which costs only space.
    */
   private putBlock (cid: CID, bytes: Uint8Array): PutResult {
-    const path = this.pathOf(cid)
-    if (existsSync(path)) return { cid, added: false }
-    const tmp = `${path}.${process.pid}-${threadId}-${tmpCounter++}.tmp`
+    const key = blockKey(cid)
+    if (this.index.has(key)) return { cid, added: false }
+    if (bytes.length > MAX_RECORD_DATA) throw new ImgmeshError('EBADARG', `block ${cid.toString()} of ${bytes.length} bytes is larger than a block may be`)
     try {
-      let fd: number
-      try {
-        fd = openSync(tmp, TMP_FLAGS, 0o644)
-      } catch (err) {
-        if (!isErrno(err, 'ENOENT')) throw err
-        mkdirSync(dirname(path), { recursive: true })
-        fd = openSync(tmp, TMP_FLAGS, 0o644)
-      }
-      try {
-        let done = 0
-        while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done)
-      } finally {
-        closeSync(fd)
-      }
-      renameSync(tmp, path)
+      const pack = this.writable()
+      const offset = this.writer!.append(cid.multihash.bytes, bytes)
+      pack.scanned = this.writer!.size
+      this.index.set(key, { pack, offset, length: bytes.length })
+      if (this.writer!.size >= PACK_ROLLOVER_BYTES) this.finishWriting()
     } catch (err) {
-      try { unlinkSync(tmp) } catch {}
-      if (isErrno(err, 'ENOSPC') || isErrno(err, 'EDQUOT')) throw new ImgmeshError('ENOSPC', `storing block ${cid.toString()}: no space left on device in ${this.dir}`, { cause: err })
-      throw new ImgmeshError('EIO', `storing block ${cid.toString()}: ${(err as Error).message}`, { cause: err })
+      if (err instanceof ImgmeshError) throw err
+      throw storeError(`storing block ${cid.toString()}`, err, this.dir)
     }
     this.bytesAdded += bytes.length
     this.blocksAdded++
     return { cid, added: true }
   }
 
-  async delete (cid: CID): Promise<void> { await this.fs.delete(cid) }
+  /** This object's pack, created at the first block it stores. */
+  private writable (): Pack {
+    if (this.writer !== null && this.writerPack !== null && !this.writer.broken) return this.writerPack
+    if (this.writer !== null) this.finishWriting()
+    const name = `${process.pid}-${threadId}-${randomBytes(6).toString('hex')}${PACK_SUFFIX}`
+    const path = join(this.dir, name)
+    const writer = PackWriter.create(path)
+    writingHere.add(name)
+    const pack: Pack = { name, path, fd: writer.fd, scanned: writer.size, finished: false, corrupt: false }
+    this.packs.set(name, pack)
+    this.writer = writer
+    this.writerPack = pack
+    return pack
+  }
 
-  /** Every block in the store, as raw-codec CIDs (the store keys by multihash only). */
-  async * cids (): AsyncGenerator<CID> {
-    for await (const { cid } of this.fs.getAll()) {
-      yield CIDClass.createV1(RAW_CODE, cid.multihash)
+  /** Closes this object's pack for writing (it stays open for reading); the next block starts a new one. */
+  private finishWriting (): void {
+    if (this.writerPack !== null) {
+      this.writerPack.finished = true
+      writingHere.delete(this.writerPack.name)
+    }
+    this.writer = null
+    this.writerPack = null
+  }
+
+  /**
+   * Brings the index up to date with the directory: packs that appeared (read whole), records
+   * appended to packs whose writer is still at work, packs that are gone (GC elsewhere moved
+   * what they held). Costs one stat when nothing changed and every other writer is finished.
+   */
+  private refresh (): void {
+    let mtime: number
+    try {
+      mtime = statSync(this.dir).mtimeMs
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return
+      throw storeError(`reading block store ${this.dir}`, err, this.dir)
+    }
+    if (mtime !== this.dirMtime) {
+      // Directory times tick coarsely: one this recent may yet hide a change in the same tick.
+      this.dirMtime = Date.now() - mtime < 1000 ? -1 : mtime
+      const names = new Set(readdirSync(this.dir).filter(n => n.endsWith(PACK_SUFFIX)))
+      for (const name of names) if (!this.packs.has(name)) this.addPack(name)
+      for (const [name, pack] of this.packs) if (!names.has(name) && pack !== this.writerPack) this.dropPack(pack)
+    }
+    for (const pack of this.packs.values()) {
+      if (pack.finished || pack === this.writerPack) continue
+      this.scan(pack)
+      if (!this.stillWritten(pack.name)) {
+        // Its writer is gone: anything it appended is here now (stat after the liveness check).
+        this.scan(pack)
+        pack.finished = true
+      }
     }
   }
 
-  /** Removes every block whose multihash is not in keep (keys from blockKey). */
-  async sweep (keep: Set<string>): Promise<{ removed: number, bytes: number }> {
-    let removed = 0
-    let bytes = 0
-    for await (const { cid } of this.fs.getAll()) {
-      if (keep.has(blockKey(cid))) continue
-      try { bytes += (await stat(this.pathOf(cid))).size } catch {}
-      await this.fs.delete(cid)
-      removed++
+  private stillWritten (name: string): boolean {
+    const pid = writerPid(name)
+    return pid === process.pid ? writingHere.has(name) : processAlive(pid)
+  }
+
+  private addPack (name: string): void {
+    const path = join(this.dir, name)
+    let fd: number
+    try {
+      fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW)
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return
+      throw storeError(`opening pack ${path}`, err, this.dir)
     }
-    return { removed, bytes }
+    const pack: Pack = { name, path, fd, scanned: 0, finished: false, corrupt: false }
+    this.packs.set(name, pack)
+    if (!this.stillWritten(name)) pack.finished = true
+    this.scan(pack)
+  }
+
+  private scan (pack: Pack): void {
+    if (pack.corrupt) return
+    const size = fstatSync(pack.fd).size
+    if (size <= pack.scanned) return
+    const r = scanPack(pack.fd, pack.scanned, size)
+    for (const rec of r.records) {
+      const key = Buffer.from(rec.multihash).toString('base64url')
+      if (!this.index.has(key)) this.index.set(key, { pack, offset: rec.offset, length: rec.length })
+    }
+    pack.scanned = r.end
+    if (r.corrupt) {
+      pack.corrupt = true
+      log.warn('pack has a bad record header; the rest of it is ignored', { pack: pack.path, offset: r.end })
+    }
+  }
+
+  private dropPack (pack: Pack): void {
+    this.packs.delete(pack.name)
+    for (const [key, loc] of this.index) if (loc.pack === pack) this.index.delete(key)
+    try { closeSync(pack.fd) } catch {}
+  }
+
+  /** Every block in the store, as raw-codec CIDs (the store keys by multihash only). */
+  async * cids (): AsyncGenerator<CID> {
+    this.refresh()
+    for (const key of [...this.index.keys()]) {
+      yield CID.createV1(RAW_CODE, Digest.decode(Buffer.from(key, 'base64url')))
+    }
+  }
+
+  /**
+   * Removes every block whose multihash is not in keep (keys from blockKey). A finished pack
+   * that holds only kept blocks stays; one that holds none is deleted; the others have their
+   * kept blocks copied into a new pack, then are deleted. Packs other processes are still
+   * writing are left alone (their garbage goes at a later GC). A process reading a deleted
+   * pack it had open keeps reading it; one that had not opened it finds the copies.
+   */
+  async sweep (keep: Set<string>): Promise<{ removed: number, bytes: number }> {
+    this.finishWriting()
+    this.refresh()
+    const removedKeys = new Set<string>()
+    let bytes = 0
+    for (const pack of [...this.packs.values()]) {
+      if (!pack.finished) continue
+      const records = scanPack(pack.fd, 0, fstatSync(pack.fd).size).records
+      const keys = records.map(r => Buffer.from(r.multihash).toString('base64url'))
+      const live = records.filter((_r, i) => keep.has(keys[i]))
+      if (live.length === records.length && !pack.corrupt) continue
+      // Copy what is kept (and held nowhere else) before the pack goes.
+      const buf = Buffer.allocUnsafe(Math.max(0, ...live.map(r => r.length)))
+      for (let i = 0; i < records.length; i++) {
+        const r = records[i]
+        const key = keys[i]
+        const loc = this.index.get(key)
+        if (!keep.has(key)) {
+          if (loc?.pack === pack) { this.index.delete(key); removedKeys.add(key); bytes += r.length }
+          continue
+        }
+        if (loc !== undefined && loc.pack !== pack) continue
+        const n = readSync(pack.fd, buf, 0, r.length, r.offset)
+        const data = buf.subarray(0, n)
+        const cid = CID.createV1(RAW_CODE, Digest.decode(r.multihash))
+        this.index.delete(key)
+        if (!matchesCid(cid, data)) {
+          // Not copied: missing, it is fetched again; corrupt, it would only fail every read.
+          log.warn('corrupt block dropped by gc', { cid: cid.toString(), pack: pack.path })
+          removedKeys.add(key)
+          continue
+        }
+        try {
+          this.putBlock(cid, data)
+        } catch (err) {
+          this.index.set(key, loc ?? { pack, offset: r.offset, length: r.length })
+          throw err
+        }
+        this.bytesAdded -= data.length
+        this.blocksAdded--
+      }
+      try {
+        unlinkSync(pack.path)
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw storeError(`removing pack ${pack.path}`, err, this.dir)
+      }
+      this.dropPack(pack)
+    }
+    this.finishWriting()
+    return { removed: removedKeys.size, bytes }
   }
 }

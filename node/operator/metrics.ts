@@ -7,7 +7,6 @@
  * Served at /metrics on the dashboard server, or alone with startMetricsServer (`--metrics ADDR`).
  */
 import { createServer, type Server } from 'node:http'
-import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Agent } from '../agent/agent.ts'
@@ -32,28 +31,6 @@ export interface MetricsOptions {
   gossip?: StatusGossip
   /** Process metrics (CPU, RSS, event loop lag, GC) with the imgmesh_ prefix (default true). */
   processMetrics?: boolean
-  /** How often the block directory is walked to measure the store (default 60 s). */
-  storeScanMs?: number
-}
-
-/** Sum of file sizes and count of files under a directory (bounded: stops at 5 million files). */
-async function directorySize (dir: string): Promise<{ bytes: number, files: number }> {
-  let bytes = 0
-  let files = 0
-  const stack = [dir]
-  while (stack.length > 0 && files < 5_000_000) {
-    const d = stack.pop()!
-    let entries
-    try { entries = await readdir(d, { withFileTypes: true }) } catch { continue }
-    const sizes = await Promise.all(entries.map(async (e) => {
-      const p = join(d, e.name)
-      if (e.isDirectory()) { stack.push(p); return -1 }
-      if (!e.isFile()) return -1
-      try { return (await stat(p)).size } catch { return -1 }
-    }))
-    for (const s of sizes) if (s >= 0) { bytes += s; files++ }
-  }
-  return { bytes, files }
 }
 
 /** Keeps a prom-client counter equal to an external monotonic counter. */
@@ -110,22 +87,10 @@ export function createAgentMetrics (agent: Agent, opts: MetricsOptions = {}): Ag
   })
   new Gauge({ name: 'imgmesh_images', help: 'Images with at least one version in the store', registers: [registry], async collect () { this.set((await agent.store.refs.images().catch(() => [])).length) } })
 
-  // Store size: measured by a walk of the block directory in the background (at most once a
-  // minute), plus what this agent's store wrote since the walk started (between walks, blocks
-  // removed by gc show only at the next walk).
+  // Store size: the blocks the store's index holds (packs other processes wrote included).
   const blocks = agent.store.blocks
-  let store = { bytes: 0, files: 0, at: 0, addedBytes: 0, addedBlocks: 0 }
-  let scanning: Promise<void> | null = null
-  const scanMs = opts.storeScanMs ?? 60_000
-  const scan = (): void => {
-    if (scanning !== null || Date.now() - store.at < scanMs) return
-    const addedBytes = blocks.bytesAdded
-    const addedBlocks = blocks.blocksAdded
-    scanning = directorySize(blocks.dir).then(r => { store = { ...r, at: Date.now(), addedBytes, addedBlocks } }, (err: unknown) => { log.debug('store scan failed', { error: (err as Error).message }) }).finally(() => { scanning = null })
-  }
-  new Gauge({ name: 'imgmesh_store_bytes', help: 'Bytes of blocks in the store', registers: [registry], collect () { scan(); this.set(store.bytes + blocks.bytesAdded - store.addedBytes) } })
-  new Gauge({ name: 'imgmesh_store_blocks', help: 'Blocks in the store', registers: [registry], collect () { scan(); this.set(store.files + blocks.blocksAdded - store.addedBlocks) } })
-  scan()
+  new Gauge({ name: 'imgmesh_store_bytes', help: 'Bytes of blocks in the store', registers: [registry], collect () { this.set(blocks.stats().bytes) } })
+  new Gauge({ name: 'imgmesh_store_blocks', help: 'Blocks in the store', registers: [registry], collect () { this.set(blocks.stats().blocks) } })
 
   // Deploys: running now, and how long finished ones took.
   const durations = new Histogram({ name: 'imgmesh_deploy_duration_seconds', help: 'Duration of deploys run by this agent, fetch and write, by result', labelNames: ['result'], buckets: DEPLOY_BUCKETS, registers: [registry] })
@@ -170,8 +135,6 @@ export function createAgentMetrics (agent: Agent, opts: MetricsOptions = {}): Ag
     render: async () => {
       watchJobs()
       for (const s of syncs) s()
-      // The first scrape waits for the first measurement of the store rather than report 0.
-      if (store.at === 0 && scanning !== null) await scanning
       return await registry.metrics()
     },
     stop: () => { clearInterval(jobTimer) }

@@ -98,8 +98,13 @@ export class BlockStore implements BlockGetter {
     this.refresh()
   }
 
-  /** Number of blocks the store holds (as far as this object has seen). */
-  get size (): number { return this.index.size }
+  /** Blocks the store holds and their bytes (what other processes stored included). */
+  stats (): { blocks: number, bytes: number } {
+    this.refresh()
+    let bytes = 0
+    for (const loc of this.index.values()) bytes += loc.length
+    return { blocks: this.index.size, bytes }
+  }
 
   /** The pack and range holding a block (for repair tools and tests), or null. */
   locate (cid: CID): BlockLocation | null {
@@ -316,6 +321,12 @@ export class BlockStore implements BlockGetter {
     this.packs.delete(pack.name)
     for (const [key, loc] of this.index) if (loc.pack === pack) this.index.delete(key)
     try { closeSync(pack.fd) } catch {}
+  }
+
+  /** Closes every pack; the object is not used after. */
+  close (): void {
+    this.finishWriting()
+    for (const pack of [...this.packs.values()]) this.dropPack(pack)
   }
 
   /** Every block in the store, as raw-codec CIDs (the store keys by multihash only). */

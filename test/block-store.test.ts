@@ -1,0 +1,142 @@
+/**
+ * The block store's packs: blocks stored by another process are found, a record cut short is
+ * never used, a corrupt block is refused, gc rewrites packs and keeps what is referenced, and
+ * a full disk leaves every stored block readable.
+ */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm, readdir, appendFile, open, mkdir } from 'node:fs/promises'
+import { spawnSync } from 'node:child_process'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import { BlockStore } from '../node/store/block-store.ts'
+import { blockKey, cidFor } from '../node/store/cid.ts'
+import { ImgmeshError } from '../node/errors.ts'
+
+let work = ''
+before(async () => { work = await mkdtemp(join(tmpdir(), 'imgmesh-blockstore-')) })
+after(async () => { await rm(work, { recursive: true, force: true }) })
+
+const STORE = fileURLToPath(new URL('../node/store/block-store.ts', import.meta.url))
+const isRoot = (): boolean => process.getuid?.() === 0
+
+async function packs (dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter(n => n.endsWith('.pack'))
+}
+
+test('a block another process stored is found without reopening the store', async () => {
+  const dir = join(work, 'shared')
+  const store = new BlockStore(dir)
+  await store.open()
+  const mine = randomBytes(70_000)
+  const { cid: myCid } = store.putSync(mine)
+  const theirs = randomBytes(50_000)
+  const cid = cidFor(theirs)
+  assert.equal(await store.has(cid), false)
+  const script = `import { BlockStore } from ${JSON.stringify(STORE)}
+    import { CID } from 'multiformats/cid'
+    const s = new BlockStore(${JSON.stringify(dir)}); await s.open()
+    s.putSync(Buffer.from(${JSON.stringify(theirs.toString('base64'))}, 'base64'))
+    if (!(await s.has(CID.parse(${JSON.stringify(myCid.toString())})))) process.exit(3)`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: fileURLToPath(new URL('..', import.meta.url)) })
+  assert.equal(r.status, 0, r.stderr)
+  assert.equal(await store.has(cid), true)
+  assert.deepEqual(Buffer.from(await store.get(cid)), theirs)
+  assert.equal((await packs(dir)).length, 2)
+})
+
+test('a record cut short at the end of a pack is never used; the records before it are', async () => {
+  const dir = join(work, 'cut')
+  const a = new BlockStore(dir)
+  await a.open()
+  const blocks = [randomBytes(1000), randomBytes(2000)]
+  const cids = blocks.map(b => a.putSync(b).cid)
+  const [pack] = await packs(dir)
+  // A header announcing 5000 bytes, of which 10 arrived (a crash mid-write).
+  const mh = cidFor(randomBytes(10)).multihash.bytes
+  await appendFile(join(dir, pack), Buffer.concat([Buffer.from([0x01, mh.length]), mh, Buffer.from([0x88, 0x27]), randomBytes(10)]))
+  const b = new BlockStore(dir)
+  await b.open()
+  for (let i = 0; i < cids.length; i++) assert.deepEqual(Buffer.from(await b.get(cids[i])), blocks[i])
+  assert.equal(b.stats().blocks, 2)
+})
+
+test('a corrupt block in a pack is refused with EBADBLOCK, and gc drops it', async () => {
+  const dir = join(work, 'corrupt')
+  const store = new BlockStore(dir)
+  await store.open()
+  const good = randomBytes(4000)
+  const bad = randomBytes(4000)
+  const goodCid = store.putSync(good).cid
+  const badCid = store.putSync(bad).cid
+  // An unreferenced block in the same pack: gc rewrites the pack, checking what it copies.
+  store.putSync(randomBytes(4000))
+  const at = store.locate(badCid)
+  assert.ok(at !== null)
+  const fh = await open(at.path, 'r+')
+  await fh.write(Buffer.from([bad[7] ^ 0xff]), 0, 1, at.offset + 7)
+  await fh.close()
+  await assert.rejects(store.get(badCid), (err: unknown) => err instanceof ImgmeshError && err.code === 'EBADBLOCK')
+  assert.throws(() => store.getSync(badCid), (err: unknown) => err instanceof ImgmeshError && err.code === 'EBADBLOCK')
+  await store.sweep(new Set([blockKey(goodCid), blockKey(badCid)]))
+  assert.equal(await store.has(badCid), false)
+  assert.deepEqual(Buffer.from(await store.get(goodCid)), good)
+})
+
+test('gc deletes packs of unreferenced blocks, rewrites mixed packs, and what it keeps reads back after reopening', async () => {
+  const dir = join(work, 'gc')
+  const store = new BlockStore(dir)
+  await store.open()
+  const keepBlocks = Array.from({ length: 20 }, () => randomBytes(3000 + Math.floor(Math.random() * 3000)))
+  const dropBlocks = Array.from({ length: 30 }, () => randomBytes(3000))
+  const keep = new Set<string>()
+  for (let i = 0; i < 50; i++) {
+    if (i % 5 < 2 && i / 5 < 10) { const { cid } = store.putSync(keepBlocks[keep.size]); keep.add(blockKey(cid)) } else if (dropBlocks.length > 0) store.putSync(dropBlocks.pop()!)
+  }
+  // A second pack (another store object) holding only garbage: deleted whole.
+  const other = new BlockStore(dir)
+  await other.open()
+  for (let i = 0; i < 5; i++) other.putSync(randomBytes(1000))
+  const before = store.stats()
+  const r = await store.sweep(keep)
+  assert.equal(r.removed, before.blocks - keep.size - 5)
+  assert.ok(r.bytes > 0)
+  const fresh = new BlockStore(dir)
+  await fresh.open()
+  assert.equal(fresh.stats().blocks, keep.size + 5, 'the live pack of the other store object is left alone')
+  let n = 0
+  for await (const cid of fresh.cids()) {
+    if (!keep.has(blockKey(cid))) continue
+    await fresh.get(cid)
+    n++
+  }
+  assert.equal(n, keep.size)
+})
+
+test('a full disk fails a put with ENOSPC and every block stored before stays readable', { skip: !isRoot() && 'needs root to mount tmpfs' }, async () => {
+  const mnt = join(work, 'full')
+  await mkdir(mnt)
+  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status, 0)
+  try {
+    const store = new BlockStore(join(mnt, 'blocks'))
+    await store.open()
+    const stored: Array<[ReturnType<typeof cidFor>, Buffer]> = []
+    let error: unknown = null
+    for (let i = 0; i < 40 && error === null; i++) {
+      const b = randomBytes(100_000)
+      try { stored.push([store.putSync(b).cid, b]) } catch (err) { error = err }
+    }
+    assert.ok(error instanceof ImgmeshError && error.code === 'ENOSPC', `expected ENOSPC, got ${String(error)}`)
+    assert.match(error.message, /no space left/)
+    const fresh = new BlockStore(join(mnt, 'blocks'))
+    await fresh.open()
+    assert.equal(fresh.stats().blocks, stored.length)
+    for (const [cid, b] of stored) assert.deepEqual(Buffer.from(await fresh.get(cid)), b)
+    store.close()
+    fresh.close()
+  } finally {
+    spawnSync('umount', ['-l', mnt])
+  }
+})

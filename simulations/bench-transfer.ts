@@ -276,6 +276,8 @@ export interface Method {
   notes?: () => string[]
   /** The receiving process, for CPU accounting. */
   receiverPid?: () => number | undefined
+  /** The sending process, for CPU accounting, when it is not this one. */
+  senderPid?: () => number | undefined
 }
 
 export function tcpMethod (chunk: number): Method {
@@ -386,7 +388,8 @@ export function imgmeshMethod (mode: 'fetch' | 'deploy'): Method {
       rmSync(work, { recursive: true, force: true })
     },
     notes: () => [`serving agent RSS: idle ${idleRss.toFixed(0)} MiB, while serving up to ${busyRss.toFixed(0)} MiB`],
-    receiverPid: () => b?.pid
+    receiverPid: () => b?.pid,
+    senderPid: () => a?.pid
   }
 }
 
@@ -410,12 +413,17 @@ export async function measure (method: Method, bytes: number, runs: number, warm
     if (warmupBytes > 0) await withTimeout(`${method.name} warm-up`, STEP_TIMEOUT_MS, method.run(warmupBytes))
     for (let i = 0; i < runs; i++) {
       const pid = method.receiverPid?.()
-      const c0 = process.cpuUsage()
+      const spid = method.senderPid?.()
+      const senderCpu = (): number => {
+        if (spid !== undefined) return cpuSeconds(spid)
+        const c = process.cpuUsage()
+        return (c.user + c.system) / 1e6
+      }
+      const s0 = senderCpu()
       const r0 = pid === undefined ? 0 : cpuSeconds(pid)
       const s = await withTimeout(`${method.name} run ${i + 1}`, STEP_TIMEOUT_MS, method.run(bytes))
-      const c1 = process.cpuUsage(c0)
       rates.push(mbps(bytes, s))
-      sender.push((c1.user + c1.system) / 1e6 / (bytes / 1e9))
+      sender.push((senderCpu() - s0) / (bytes / 1e9))
       if (pid !== undefined) receiver.push((cpuSeconds(pid) - r0) / (bytes / 1e9))
     }
   } finally {

@@ -6,7 +6,6 @@ import { zstdCompressSync } from 'node:zlib'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { compressBlock, decompressBlocks, encodeZBlocks, frameContentSize, readWireMessages } from '../node/exchange/zblocks.ts'
 import { cidFor } from '../node/store/cid.ts'
-import { BlockCache } from '../node/exchange/block-cache.ts'
 
 test('frame headers give the content size for every size class', () => {
   for (const n of [1, 255, 256, 300, 65535, 65536, 65791, 70000, 262144, 4 << 20]) {
@@ -43,17 +42,4 @@ test('ZBLOCK messages round-trip through the wire reader; garbage is refused', a
   // a frame that says it holds more than any block may
   const big = zstdCompressSync(Buffer.alloc(5 << 20))
   assert.throws(() => decompressBlocks([big]), { code: 'EPROTOCOL' })
-})
-
-test('the block cache keeps the most recently used blocks within its budget', () => {
-  const c = new BlockCache(10)
-  c.put('a', new Uint8Array(4))
-  c.put('b', new Uint8Array(4))
-  assert.ok(c.get('a') !== undefined)
-  c.put('c', new Uint8Array(4))
-  assert.equal(c.get('b'), undefined)
-  assert.ok(c.get('a') !== undefined && c.get('c') !== undefined)
-  assert.ok(c.bytes <= 10)
-  c.put('huge', new Uint8Array(11))
-  assert.equal(c.get('huge'), undefined)
 })

@@ -10,6 +10,12 @@ export class SuperSeed {
   readonly pieces: number
   private readonly sentCount: Uint32Array
   private readonly offered = new Map<string, Bitfield>()
+  /** Per piece: how many peers' offers hold it. */
+  private readonly offeredCount: Uint32Array
+  /** Per peer: pieces in its offer that nobody has been sent yet. */
+  private readonly pending = new Map<string, number>()
+  /** Pieces nobody has been sent and nobody is offered: what a top-up can still hand out. */
+  private free: number
   private nextUnsent = 0
   private unsent: number
   private readonly perPeer: number
@@ -31,12 +37,14 @@ export class SuperSeed {
   constructor (pieces: number, perPeer = 8, spread?: Bitfield, opts: { windowMs?: number } = {}) {
     this.pieces = pieces
     this.sentCount = new Uint32Array(pieces)
+    this.offeredCount = new Uint32Array(pieces)
     this.unsent = pieces
     this.perPeer = perPeer
     this.windowMs = opts.windowMs ?? 100
     if (spread !== undefined) {
       for (let i = 0; i < pieces; i++) if (spread.has(i)) { this.sentCount[i] = 1; this.unsent-- }
     }
+    this.free = this.unsent
   }
 
   get finished (): boolean { return this.unsent === 0 }
@@ -55,27 +63,45 @@ export class SuperSeed {
     return Math.max(this.perPeer, this.recent.get(peer)?.length ?? 0)
   }
 
+  /**
+   * Adds unsent pieces to a peer's offer until it shows `want` of them: first pieces offered to
+   * nobody, in turn from a cursor over the pieces; if there are none, pieces already offered to
+   * others. Counts kept per piece and per peer make this cost the pieces it adds, not a scan.
+   */
   private topUp (peer: string, b: Bitfield): void {
     const want = this.want(peer)
-    let pending = 0
-    for (let i = 0; i < this.pieces; i++) if (b.has(i) && this.sentCount[i] === 0) pending++
-    let scanned = 0
-    while (pending < want && scanned < this.pieces) {
-      const i = this.nextUnsent
-      this.nextUnsent = (this.nextUnsent + 1) % this.pieces
-      scanned++
-      if (this.sentCount[i] > 0 || b.has(i)) continue
-      if (this.offeredElsewhere(i)) continue
-      b.set(i)
-      pending++
+    let pending = this.pending.get(peer) ?? 0
+    if (this.free > 0 && pending < want) {
+      const start = this.nextUnsent
+      let scanned = 0
+      while (pending < want && scanned < this.pieces) {
+        if (this.free === 0) {
+          // Nothing left to find: a full scan would end where it started.
+          this.nextUnsent = start
+          break
+        }
+        const i = this.nextUnsent
+        this.nextUnsent = (this.nextUnsent + 1) % this.pieces
+        scanned++
+        if (this.sentCount[i] > 0 || this.offeredCount[i] > 0) continue
+        this.add(b, i)
+        pending++
+      }
     }
     // Everything unsent is already offered to someone: share the rest too.
-    if (pending === 0) for (let i = 0; i < this.pieces && pending < want; i++) if (this.sentCount[i] === 0 && b.set(i)) pending++
+    if (pending === 0) {
+      for (let i = 0; i < this.pieces && pending < want; i++) {
+        if (this.sentCount[i] === 0 && this.add(b, i)) pending++
+      }
+    }
+    this.pending.set(peer, pending)
   }
 
-  private offeredElsewhere (i: number): boolean {
-    for (const b of this.offered.values()) if (b.has(i)) return true
-    return false
+  /** Puts piece i in offer b; false if it was there. */
+  private add (b: Bitfield, i: number): boolean {
+    if (!b.set(i)) return false
+    if (this.offeredCount[i]++ === 0 && this.sentCount[i] === 0) this.free--
+    return true
   }
 
   /** Whether serving piece i to peer keeps the once-before-twice rule. */
@@ -86,7 +112,11 @@ export class SuperSeed {
 
   /** Records that piece i went to peer. Returns whether the peer's offer grew (advertise it again). */
   sent (peer: string, i: number, now = Date.now()): boolean {
-    if (this.sentCount[i]++ === 0) this.unsent--
+    if (this.sentCount[i]++ === 0) {
+      this.unsent--
+      if (this.offeredCount[i] === 0) this.free--
+      else for (const [p, ob] of this.offered) if (ob.has(i)) this.pending.set(p, (this.pending.get(p) ?? 1) - 1)
+    }
     const b = this.offered.get(peer)
     if (b === undefined) return false
     let times = this.recent.get(peer)
@@ -101,5 +131,15 @@ export class SuperSeed {
     return b.cardinality !== before || this.finished
   }
 
-  forget (peer: string): void { this.offered.delete(peer); this.recent.delete(peer) }
+  forget (peer: string): void {
+    const b = this.offered.get(peer)
+    if (b !== undefined) {
+      for (let i = 0; i < this.pieces; i++) {
+        if (b.has(i) && --this.offeredCount[i] === 0 && this.sentCount[i] === 0) this.free++
+      }
+    }
+    this.offered.delete(peer)
+    this.pending.delete(peer)
+    this.recent.delete(peer)
+  }
 }

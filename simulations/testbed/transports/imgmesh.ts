@@ -266,6 +266,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
     const seconds = Number(ctx.options['idle-probe'])
     const all = [h0, ...agents]
     const before = all.map(a => schedstat(a.proc.pid)[0])
+    ctx.log(`idle probe: ${seconds} s`)
     await sleep(seconds * 1000)
     const used = all.map((a, i) => (schedstat(a.proc.pid)[0] - before[i]) / 1e9)
     notes.push(`idle swarm: ${(used.reduce((x, y) => x + y, 0) / all.length / seconds * 100).toFixed(1)} % of a CPU per agent over ${seconds} s`)
@@ -282,6 +283,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const threads1 = all.map(() => new Map<string, [number, number]>())
   const sched0 = all.map(a => schedstat(a.proc.pid))
   const sched1: Array<[number, number]> = sched0.map(() => [0, 0])
+  ctx.log(`t0: swarm formed in ${((Date.now() - setupStart) / 1000).toFixed(1)} s, ${agents.length} clients deploy now`)
   const t0 = Date.now()
   await Promise.all(agents.map(async (a, i) => {
     const out = outcomes[i]

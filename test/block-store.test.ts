@@ -140,3 +140,24 @@ test('a full disk fails a put with ENOSPC and every block stored before stays re
     spawnSync('umount', ['-l', mnt])
   }
 })
+
+test('a read that never waits: whole block from the page cache, short at the end of the file, 0 past it, EBADF on a closed fd', async () => {
+  const { nativeFs } = await import('../node/native/fsx.ts')
+  const { openSync, closeSync, writeFileSync } = await import('node:fs')
+  const path = join(work, 'cached.bin')
+  const data = randomBytes(200_000)
+  writeFileSync(path, data)
+  const fd = openSync(path, 'r')
+  try {
+    const buf = new Uint8Array(65536)
+    const n = nativeFs.readCached(fd, buf, 4096)
+    // -1 only where the filesystem offers no such reads; ext4 and tmpfs here do.
+    assert.equal(n, 65536)
+    assert.deepEqual(Buffer.from(buf), data.subarray(4096, 4096 + 65536))
+    assert.equal(nativeFs.readCached(fd, buf, 200_000 - 100), 100, 'short at the end of the file')
+    assert.equal(nativeFs.readCached(fd, buf, 300_000), 0, 'nothing past the end')
+  } finally {
+    closeSync(fd)
+  }
+  assert.throws(() => nativeFs.readCached(fd, new Uint8Array(16), 0), { code: 'EBADF' })
+})

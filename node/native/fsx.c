@@ -1,5 +1,6 @@
 /* Filesystem calls Node's fs module lacks: xattrs without following links,
- * nanosecond timestamps, device nodes, and hole/data ranges of sparse files. */
+ * nanosecond timestamps, device nodes, hole/data ranges of sparse files, and reads that
+ * return only what the page cache holds. */
 #include <node_api.h>
 #include <errno.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -199,6 +201,34 @@ static napi_value data_ranges(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* readCached(fd, buffer, position): pread that never waits for the disk (preadv2 with
+ * RWF_NOWAIT). Returns the bytes read, which may be fewer than asked (the rest is not cached,
+ * or the file ends), or -1 when nothing could be read without waiting or the kernel or
+ * filesystem does not offer such reads; the caller then reads the ordinary way. */
+static napi_value read_cached(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd; napi_get_value_int32(env, argv[0], &fd);
+  void *data = NULL; size_t len = 0;
+  if (napi_get_typedarray_info(env, argv[1], NULL, &len, &data, NULL, NULL) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "readCached: buffer must be a Uint8Array");
+    return NULL;
+  }
+  int64_t pos = arg_i64(env, argv[2]);
+  ssize_t n = -1;
+#ifdef RWF_NOWAIT
+  struct iovec iov = { data, len };
+  do { n = preadv2(fd, &iov, 1, (off_t)pos, RWF_NOWAIT); } while (n < 0 && errno == EINTR);
+  if (n < 0 && errno != EAGAIN && errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL) {
+    int e = errno;
+    return throw_errno(env, e, "preadv2", "fd");
+  }
+#endif
+  napi_value out;
+  napi_create_int64(env, n < 0 ? -1 : (int64_t)n, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"getXattrs", NULL, get_xattrs, NULL, NULL, NULL, napi_default, NULL},
@@ -207,6 +237,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"setTimes", NULL, set_times, NULL, NULL, NULL, napi_default, NULL},
     {"makeNode", NULL, make_node, NULL, NULL, NULL, napi_default, NULL},
     {"dataRanges", NULL, data_ranges, NULL, NULL, NULL, napi_default, NULL},
+    {"readCached", NULL, read_cached, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

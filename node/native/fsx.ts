@@ -15,6 +15,11 @@ export interface NativeFs {
   makeNode: (path: Buffer, mode: number, major: number, minor: number) => void
   /** Data ranges [offset, length] of an open file of the given size (holes skipped). */
   dataRanges: (fd: number, size: number) => Array<[number, number]>
+  /**
+   * pread that never waits for the disk: the bytes read (maybe fewer than asked: the rest is
+   * not in the page cache, or the file ends), or -1 when nothing can be read without waiting.
+   */
+  readCached: (fd: number, buffer: Uint8Array, position: number) => number
 }
 
 const require = createRequire(import.meta.url)

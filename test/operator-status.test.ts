@@ -116,3 +116,38 @@ test('agents learn every node by gossip, reject forged status, expire silent nod
   await waitUntil('c expires from a', () => !a.surface.gossip.nodes().some(n => n.status.peer === cPeer), 15_000)
   assert.ok(a.surface.gossip.nodes().some(n => n.status.peer === b.agent.identity.peerId))
 })
+
+test('status pace: longer intervals in a larger swarm; an unchanged status goes out only every few intervals, a change at the next one', { timeout: 90_000 }, async () => {
+  const { capture } = await import('../node/image/capture.ts')
+  const { mkdir, writeFile } = await import('node:fs/promises')
+  const { SHARE_MS, UNCHANGED_EVERY } = await import('../node/operator/status-gossip.ts')
+  const opts = { statusIntervalMs: 300, statusExpireMs: 3000 }
+  const a = await swarm.add('pa', { operator: opts })
+  const b = await swarm.add('pb', { operator: opts })
+  await waitUntil('both know each other', () => [a, b].every(n => n.surface.gossip.nodes().some(e => !e.self)), 30_000)
+  // Both tables hold every node started in this file that is still up: at least the two.
+  const size = b.surface.gossip.nodes().length
+  assert.ok(size >= 2)
+  assert.equal(b.surface.gossip.currentIntervalMs(), Math.max(300, size * SHARE_MS))
+  assert.ok(b.surface.gossip.currentExpireMs() >= 2 * UNCHANGED_EVERY * b.surface.gossip.currentIntervalMs())
+
+  // Idle: a's status does not change, so b hears it about every UNCHANGED_EVERY intervals.
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  const interval = a.surface.gossip.currentIntervalMs()
+  const before = b.surface.gossip.received
+  const windowMs = 6000
+  await new Promise(resolve => setTimeout(resolve, windowMs))
+  const heard = b.surface.gossip.received - before
+  const everyInterval = windowMs / interval
+  assert.ok(heard <= Math.ceil(windowMs / (UNCHANGED_EVERY * interval - SHARE_MS)) * (size - 1) + 1, `b heard ${heard} statuses in ${windowMs} ms from ${size - 1} idle nodes (every interval would be ${everyInterval.toFixed(1)} each)`)
+  assert.ok(b.surface.gossip.nodes().some(e => e.status.peer === a.agent.identity.peerId), 'a stays in b\'s table while idle')
+
+  // A change (a now holds a version) reaches b at a's next interval, not at the slow pace.
+  const golden = join(work, 'pace-golden')
+  await mkdir(golden, { recursive: true })
+  await writeFile(join(golden, 'f'), 'pace')
+  const t0 = Date.now()
+  await capture(a.agent.store, { source: golden, image: 'pace', defaultExcludes: false, message: 'pace test' })
+  await waitUntil('b sees a holding the new version', () => b.surface.gossip.nodes().some(e => e.status.peer === a.agent.identity.peerId && e.status.held.some(h => h.image === 'pace')), 20_000, 50)
+  assert.ok(Date.now() - t0 < 2 * interval + 2000, `the change took ${Date.now() - t0} ms to arrive (interval ${interval} ms)`)
+})

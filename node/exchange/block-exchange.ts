@@ -18,6 +18,7 @@ import type { SuperSeed } from '../fetch/super-seed.ts'
 import { ImgmeshError } from '../errors.ts'
 import { RateLimit } from './rate-limit.ts'
 import { BlockCache } from './block-cache.ts'
+import { PeerPieces } from './peer-pieces.ts'
 import { BLOCKS_PROTOCOL_Z, compressBlock, decompressBlocks, encodeZBlocks, readWireMessages, type ZBlock } from './zblocks.ts'
 import { createLogger } from '../logger.ts'
 
@@ -105,6 +106,10 @@ export class BlockExchange {
   /** Per version: served peers that asked while we had nothing of it (told when we have an offer). */
   private readonly interested = new Map<string, Set<(version: CID) => void>>()
   readonly traffic = new Map<string, PeerTraffic>()
+  /** What peers told us they hold, left out of the HAVEs we send them. */
+  private readonly peerPieces = new PeerPieces()
+  /** HAVE updates not sent because the peer held every piece they would have named. */
+  havesSkipped = 0
   /** Listeners told when a peer is gone (disconnected or banned). */
   readonly peerGone = new Set<(peer: string) => void>()
   bytesSent = 0
@@ -174,6 +179,7 @@ export class BlockExchange {
     const s = this.sessions.get(peer)
     this.sessions.delete(peer)
     if (s !== undefined) void s.then(x => { x.closed = true }).catch(() => {})
+    this.peerPieces.forget(peer)
     for (const fn of this.peerGone) fn(peer)
   }
 
@@ -236,7 +242,9 @@ export class BlockExchange {
       for await (const msg of readWireMessages(session.stream)) {
         countMessage(this.messagesReceived, msg.type)
         if (msg.type === 'have') {
-          for (const fn of this.haveListeners.get(msg.version.toString()) ?? []) fn({ peer, version: msg.version, pieceCount: msg.pieceCount, have: msg.have })
+          const key = msg.version.toString()
+          this.peerPieces.note(peer, key, msg.pieceCount, msg.have)
+          for (const fn of this.haveListeners.get(key) ?? []) fn({ peer, version: msg.version, pieceCount: msg.pieceCount, have: msg.have })
         } else if (msg.type === 'block' || msg.type === 'zblock') {
           const wire = msg.type === 'block' ? msg.blocks.map(b => b.bytes) : msg.blocks.map(b => b.z)
           let raw: Array<Uint8Array | null> = wire
@@ -380,29 +388,40 @@ export class BlockExchange {
     }
     // Tell watchers what changed since the last HAVE: the pieces we got, or the growth of a
     // super-seeded offer, as a list of indexes (a bitmap when that is shorter, `all` at the end).
+    // Pieces the peer told us it holds are left out (peer-pieces.ts); a peer holding everything
+    // hears nothing more.
     const flushHave = (): void => {
-      for (const w of watching.values()) {
+      for (const [key, w] of watching) {
         if (w.toldAll || w.told === null) continue
+        const pieceCount = w.offer.pieces.length
+        if (this.peerPieces.hasAll(peer, key)) continue
         const cur = current(w.offer)
         if (cur === 'all') {
           w.toldAll = true
           w.told = null
-          send({ type: 'have', version: w.offer.version, pieceCount: w.offer.pieces.length, have: { kind: 'all' } }).catch(() => {})
+          send({ type: 'have', version: w.offer.version, pieceCount, have: { kind: 'all' } }).catch(() => {})
           continue
         }
         const told = w.told
         const fresh: number[] = []
         const a = cur.bytes
         const b = told.bytes
+        let changed = false
         for (let k = 0; k < a.length; k++) {
           const d = a[k] & ~b[k]
           if (d === 0) continue
-          for (let bit = 0; bit < 8; bit++) if ((d & (0x80 >> bit)) !== 0) fresh.push(k * 8 + bit)
+          changed = true
+          for (let bit = 0; bit < 8; bit++) {
+            const i = k * 8 + bit
+            if ((d & (0x80 >> bit)) === 0) continue
+            told.set(i)
+            if (!this.peerPieces.has(peer, key, pieceCount, i)) fresh.push(i)
+          }
         }
-        if (fresh.length === 0) continue
-        for (const i of fresh) told.set(i)
+        if (!changed) continue
+        if (fresh.length === 0) { this.havesSkipped++; continue }
         const have = fresh.length * 2 > a.length ? { kind: 'bitmap' as const, bitmap: told.bytes.slice() } : { kind: 'indexes' as const, indexes: fresh }
-        send({ type: 'have', version: w.offer.version, pieceCount: w.offer.pieces.length, have }).catch(() => {})
+        send({ type: 'have', version: w.offer.version, pieceCount, have }).catch(() => {})
       }
     }
     // Versions this peer asked about while we had nothing: answered when an offer appears.
@@ -508,6 +527,8 @@ export class BlockExchange {
         countMessage(this.messagesReceived, msg.type)
         if (msg.type === 'have') {
           const key = msg.version.toString()
+          // The asker's HAVE says what it holds now.
+          this.peerPieces.note(peer, key, msg.pieceCount, msg.have, true)
           const offer = await this.offerSource(msg.version)
           if (offer === null) {
             await send({ type: 'have', version: msg.version, pieceCount: msg.pieceCount, have: { kind: 'indexes', indexes: [] } })

@@ -108,8 +108,6 @@ export class BlockExchange {
   readonly traffic = new Map<string, PeerTraffic>()
   /** What peers told us they hold, left out of the HAVEs we send them. */
   private readonly peerPieces = new PeerPieces()
-  /** HAVE updates not sent because the peer held every piece they would have named. */
-  havesSkipped = 0
   /** Listeners told when a peer is gone (disconnected or banned). */
   readonly peerGone = new Set<(peer: string) => void>()
   bytesSent = 0
@@ -419,7 +417,7 @@ export class BlockExchange {
           }
         }
         if (!changed) continue
-        if (fresh.length === 0) { this.havesSkipped++; continue }
+        if (fresh.length === 0) continue
         const have = fresh.length * 2 > a.length ? { kind: 'bitmap' as const, bitmap: told.bytes.slice() } : { kind: 'indexes' as const, indexes: fresh }
         send({ type: 'have', version: w.offer.version, pieceCount, have }).catch(() => {})
       }

@@ -25,7 +25,7 @@ import { join } from 'node:path'
 import type { Agent } from '../agent/agent.ts'
 import { ImgmeshError, isErrno } from '../errors.ts'
 import { createLogger } from '../logger.ts'
-import { UNCHANGED_EVERY, type StatusGossip, type NodeEntry } from './status-gossip.ts'
+import type { StatusGossip, NodeEntry } from './status-gossip.ts'
 import { ThroughputHistory } from './throughput.ts'
 import { ImageCatalog, type ImageInfo } from './image-catalog.ts'
 import type { AgentMetrics } from './metrics.ts'
@@ -156,7 +156,7 @@ export async function startDashboard (agent: Agent, gossip: StatusGossip, opts: 
     self: { peer: agent.identity.peerId, cluster: agent.identity.clusterId, host: hostname(), addresses: agent.addresses() },
     actions,
     gossipIntervalMs: gossip.currentIntervalMs(),
-    gossipStaleMs: (UNCHANGED_EVERY + 1) * gossip.currentIntervalMs(),
+    gossipStaleMs: gossip.currentStaleMs(),
     gossipExpireMs: gossip.currentExpireMs(),
     nodes: gossip.nodes().map(nodeView),
     images,

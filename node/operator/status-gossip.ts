@@ -6,9 +6,9 @@
  * Every agent handles every node's status (several copies of each, one per mesh peer), so the
  * pace follows the swarm's size: the interval is at least `SHARE_MS` per known node (the swarm
  * as a whole publishes about two statuses a second at most: an idle 21-node swarm used 5% of a
- * CPU per agent at 5 s, mostly on status gossip, and 2% paced), and a status that did not change since the last one
- * sent (apart from its clock fields) goes out only every `UNCHANGED_EVERY` intervals. Expiry
- * stretches with the pace.
+ * CPU per agent at 5 s, mostly on status gossip, and 2% paced), and a status that did not
+ * change since the last one sent (apart from its clock fields) goes out only every
+ * `UNCHANGED_EVERY` intervals. Staleness and expiry stretch with the pace.
  *
  * Incoming messages are validated before gossipsub forwards them: signed (StrictSign), at most
  * MAX_STATUS_BYTES, well formed, speaking only for their signer, not older than what the table
@@ -107,6 +107,11 @@ export class StatusGossip {
   /** The publish interval now: the configured one, or longer in a large swarm. */
   currentIntervalMs (): number {
     return Math.max(this.intervalMs, this.table.size * SHARE_MS)
+  }
+
+  /** A status older than this is out of date: more than one unchanged-status turn has passed. */
+  currentStaleMs (): number {
+    return (UNCHANGED_EVERY + 1) * this.currentIntervalMs()
   }
 
   /** How long a silent node stays in the table now. */

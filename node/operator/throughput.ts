@@ -41,7 +41,7 @@ export class ThroughputHistory {
     let up = 0
     let down = 0
     const mine = this.gossip.meter.rates()
-    const stale = Math.max(3 * this.gossip.currentIntervalMs(), 10_000)
+    const stale = Math.max(this.gossip.currentStaleMs(), 10_000)
     for (const n of this.gossip.nodes()) {
       let r: [number, number]
       if (n.self) r = [mine.up, mine.down]

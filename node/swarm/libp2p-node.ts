@@ -134,7 +134,6 @@ export function lanPeerInfoMapper (peer: PeerInfo): PeerInfo {
   }
 }
 
-/** The mDNS service tag of a cluster, so agents of other clusters on the LAN are not even dialled. */
 /**
  * Gossip's quick duplicate check: sender and sequence number, the same pair gossipsub's own
  * message id is made of under StrictSign. Without it every copy a node receives (one from each
@@ -147,6 +146,7 @@ export function gossipFastMessageId (msg: { from?: Uint8Array, seqno?: Uint8Arra
   return `${msg.topic}\n${Buffer.from(msg.from).toString('base64')}\n${Buffer.from(msg.seqno).toString('base64')}`
 }
 
+/** The mDNS service tag of a cluster, so agents of other clusters on the LAN are not even dialled. */
 export function mdnsServiceTag (clusterId: string): string {
   return `_imgmesh-${clusterId.slice(0, 12)}._udp.local`
 }

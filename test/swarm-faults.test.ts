@@ -188,3 +188,28 @@ test('garbage and oversized frames on every protocol never bring the agent down'
   assert.ok(s.versions.some(v => v.number === 1 && v.complete))
   assert.equal(agents.agents.get('b')!.child.exitCode, null)
 })
+
+test('the only holder stalls (SIGSTOP) before the tree arrives: the deploy waits for it and finishes, exact', { timeout: 120_000 }, async () => {
+  // A cluster of its own, so that no other agent can answer for the stalled one.
+  const frozen = join(work, 'frozen-golden')
+  await makeSampleTree(frozen, { bytes: 2 * 1024 * 1024, seed: 12 })
+  const clusterF = await agents.init('f')
+  await agents.init('g', { clusterKey: clusterF, trust: [agents.publishers.get('f')!] })
+  const f = await agents.start('f')
+  await imgmeshJson(['capture', frozen, '--image', 'frozen', '--no-default-excludes', '--data-dir', agents.dataDir('f')])
+  await agents.start('g', { bootstrap: [f.addr] })
+  await waitFor('g knows frozen@1 from f', async () => (await status('g')).versions.some(v => v.image === 'frozen' && v.number === 1))
+  const pid = f.child.pid!
+  process.kill(pid, 'SIGSTOP')
+  try {
+    const deploying = imgmesh(['deploy', 'frozen', join(work, 'target-g'), '--data-dir', agents.dataDir('g')])
+    // Longer than a tree request's timeout plus a fallback pass over every peer.
+    await new Promise(resolve => setTimeout(resolve, 18_000))
+    process.kill(pid, 'SIGCONT')
+    const r = await deploying
+    assert.equal(r.code, 0, r.stderr)
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+  assert.deepEqual(rsyncDifferences(frozen, join(work, 'target-g')), [])
+})

@@ -23,7 +23,12 @@ const TREE_HOLDER_WAIT_MS = 2000
 /** Tree blocks requested at once (the loader walks the tree breadth first). */
 const TREE_CONCURRENCY = 256
 
-interface TreeRequest { cid: CID, resolve: (b: Uint8Array) => void, reject: (e: Error) => void, tried: Set<string>, peer: string | null, at: number }
+/**
+ * One tree block wanted. `tried`: peers asked in this round (a timeout or a DONT_HAVE moves the
+ * request on to another); once every peer was tried, a new round asks them all again, since a
+ * peer that was only slow (a busy machine) may answer next time.
+ */
+interface TreeRequest { cid: CID, resolve: (b: Uint8Array) => void, reject: (e: Error) => void, tried: Set<string>, peer: string | null, at: number, rounds: number }
 /** What a peer said it holds before the piece list was known (HAVE answers that came during prepare()). */
 interface EarlyHave { pieceCount: number, all: boolean, bits: Bitfield | null }
 
@@ -89,6 +94,8 @@ export class VersionFetcher implements BlockGetter {
   private treeFlushQueued = false
   private treeTimer: NodeJS.Timeout | undefined
   private treeSince = 0
+  /** When a tree block last arrived (or the tree fetch began): no tree block for stallMs fails it. */
+  private treeProgress = 0
   private rates: PeerRates | null = null
   private lastLog = 0
 
@@ -159,8 +166,8 @@ export class VersionFetcher implements BlockGetter {
 
   private async treeBlock (cid: CID): Promise<Uint8Array> {
     return await new Promise<Uint8Array>((resolve, reject) => {
-      this.treeQueue.push({ cid, resolve, reject, tried: new Set(), peer: null, at: 0 })
-      if (this.treeSince === 0) this.treeSince = Date.now()
+      this.treeQueue.push({ cid, resolve, reject, tried: new Set(), peer: null, at: 0, rounds: 1 })
+      if (this.treeSince === 0) { this.treeSince = Date.now(); this.treeProgress = this.treeSince }
       this.treeTimer ??= setInterval(() => { this.treeTick() }, 250)
       this.flushTree()
     })
@@ -223,6 +230,7 @@ export class VersionFetcher implements BlockGetter {
     if (this.treePending.get(key) !== r) return
     this.treePending.delete(key)
     this.exchange.unexpect(r.cid)
+    this.treeProgress = Date.now()
     try {
       // the exchange checked it against its CID on arrival (and bans senders of bad blocks)
       await this.store.putTrusted(r.cid, bytes)
@@ -244,10 +252,31 @@ export class VersionFetcher implements BlockGetter {
     this.flushTree()
   }
 
+  /**
+   * Every peer was tried for this block in this round. While tree blocks still arrive (or for
+   * stallMs), a new round begins at the next tick (250 ms on); after that the fetch fails.
+   */
+  private nextTreeRound (r: TreeRequest, asked: number): boolean {
+    const idle = Date.now() - this.treeProgress
+    if (idle > (this.opts.stallMs ?? 120_000)) {
+      r.reject(new ImgmeshError('ENOBLOCK', `no peer sent tree block ${r.cid.toString()} (asked ${asked} peer(s) in ${r.rounds} round(s), no tree block for ${Math.round(idle / 1000)}s)`))
+      return false
+    }
+    r.tried.clear()
+    r.rounds++
+    return true
+  }
+
   /** The old way: every candidate in turn (no peer said it holds the version). */
   private fallbackTree (r: TreeRequest): void {
-    const peers = this.opts.candidates().filter(p => !r.tried.has(p))
-    this.exchange.fetchOne(r.cid, peers.length > 0 ? peers : this.opts.candidates()).then(r.resolve, r.reject)
+    const untried = this.opts.candidates().filter(p => !r.tried.has(p))
+    const peers = untried.length > 0 ? untried : this.opts.candidates()
+    this.exchange.fetchOne(r.cid, peers).then((bytes) => { this.treeProgress = Date.now(); r.resolve(bytes) }, (err: unknown) => {
+      if (!(err instanceof ImgmeshError) || err.code !== 'ENOBLOCK') { r.reject(err as Error); return }
+      for (const p of peers) r.tried.add(p)
+      if (this.treeTimer === undefined) { r.reject(err); return }
+      if (this.nextTreeRound(r, peers.length)) this.treeQueue.push(r)
+    })
   }
 
   private treeTick (): void {

@@ -11,6 +11,7 @@ import { createSwarmNode, type SwarmNode } from '../swarm/libp2p-node.ts'
 import { loadIdentity, type NodeIdentity } from './node-identity.ts'
 import { BlockExchange, type Offer } from '../exchange/block-exchange.ts'
 import { VersionFetcher, type FetchProgress } from '../exchange/version-fetcher.ts'
+import { DEFAULT_MAX_IN_FLIGHT } from '../fetch/peer-rates.ts'
 import { VersionSync, type LearntVersion } from './version-sync.ts'
 import { SuperSeed } from '../fetch/super-seed.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
@@ -84,7 +85,7 @@ export class Agent {
   readonly jobs = new Map<string, DeployJob>()
   private readonly providers = new Set<string>()
   readonly startedAt = Date.now()
-  maxInFlight = 32
+  maxInFlight = DEFAULT_MAX_IN_FLIGHT
   private trustTimer: NodeJS.Timeout | undefined
   private gcTimer: NodeJS.Timeout | undefined
 

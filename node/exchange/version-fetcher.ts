@@ -9,7 +9,7 @@ import type { BlockGetter, BlockStore } from '../store/block-store.ts'
 import type { BlockExchange, HaveEvent, Offer } from './block-exchange.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
 import { PieceScheduler } from '../fetch/piece-scheduler.ts'
-import { PeerRates } from '../fetch/peer-rates.ts'
+import { PeerRates, DEFAULT_MAX_IN_FLIGHT } from '../fetch/peer-rates.ts'
 import { loadTree, pieceList, type DirNode } from '../tree/tree-loader.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
@@ -140,7 +140,7 @@ export class VersionFetcher implements BlockGetter {
       this.totalBytes += pieces[i].length
       if (await this.store.has(pieces[i].cid)) { have.set(i); this.bytes += pieces[i].length }
     }
-    const maxInFlight = this.opts.maxInFlight ?? 32
+    const maxInFlight = this.opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
     this.scheduler = new PieceScheduler(pieces.length, have, { maxInFlight })
     if (this.opts.inFlightTargetMs !== 0) this.rates = new PeerRates(this.totalBytes / Math.max(1, pieces.length), { targetMs: this.opts.inFlightTargetMs ?? 600, max: maxInFlight })
     const index = new Map<string, number>()

@@ -7,6 +7,7 @@
  */
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig, type SimResult } from './sim.ts'
+import { DEFAULT_MAX_IN_FLIGHT } from '../../node/fetch/peer-rates.ts'
 
 const USAGE = `usage: node simulations/sim/run.ts [options]
 
@@ -19,7 +20,7 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --neighbours K         neighbours per client when N > K, else full mesh (default 64)
   --origin-neighbours K  clients connected to the origin when N > K (default: --neighbours)
   --rtt-ms MS            round trip between any two nodes (default 0.5)
-  --max-in-flight N      PieceScheduler maxInFlight (default 32, as the agent)
+  --max-in-flight N      PieceScheduler maxInFlight (default: the agent's, 128)
   --in-flight-target-ms MS  requests per peer cover MS of its measured rate (PeerRates; default 600,
                          as the agent; 0: always --max-in-flight)
   --endgame N            PieceScheduler endgamePieces (default: the scheduler's, 16)
@@ -80,7 +81,7 @@ function main (): void {
         neighbours: { type: 'string', default: '64' },
         'origin-neighbours': { type: 'string' },
         'rtt-ms': { type: 'string', default: '0.5' },
-        'max-in-flight': { type: 'string', default: '32' },
+        'max-in-flight': { type: 'string', default: String(DEFAULT_MAX_IN_FLIGHT) },
         'in-flight-target-ms': { type: 'string', default: '600' },
         'cpu-cores': { type: 'string' },
         'cpu-s-per-gb': { type: 'string' },

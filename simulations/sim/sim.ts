@@ -23,7 +23,7 @@
 import { Bitfield } from '../../node/fetch/bitfield.ts'
 import { PieceScheduler } from '../../node/fetch/piece-scheduler.ts'
 import { SuperSeed } from '../../node/fetch/super-seed.ts'
-import { PeerRates } from '../../node/fetch/peer-rates.ts'
+import { PeerRates, DEFAULT_MAX_IN_FLIGHT } from '../../node/fetch/peer-rates.ts'
 import { Allocator } from './bandwidth.ts'
 import { buildGraph, type Graph } from './graph.ts'
 import { EventQueue } from './heap.ts'
@@ -67,7 +67,7 @@ export interface SimConfig {
   inFlightTargetMs?: number
   /** PeerRates min: fewest requests in flight per peer (default: the fetcher's). */
   inFlightMin?: number
-  /** Scheduler options (the agent passes maxInFlight 32; endgame is the scheduler's default 16). */
+  /** Scheduler options (default: the agent's maxInFlight, DEFAULT_MAX_IN_FLIGHT; endgame is the scheduler's default 16). */
   maxInFlight?: number
   endgamePieces?: number
   /** PieceScheduler endgameFanout (default: the scheduler's, 3). */
@@ -377,7 +377,7 @@ class Simulation {
     this.tickS = (cfg.tickMs ?? 500) / 1000
     this.frameBytes = cfg.frameBytes ?? 64 * 1024
     this.timeoutS = (cfg.requestTimeoutMs ?? 20_000) / 1000
-    this.maxInFlight = cfg.maxInFlight ?? 32
+    this.maxInFlight = cfg.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
     this.maxTotal = cfg.maxInFlightTotal ?? Number.POSITIVE_INFINITY
     this.slots = cfg.uploadSlots ?? Number.POSITIVE_INFINITY
     this.originSlots = cfg.originUploadSlots ?? this.slots

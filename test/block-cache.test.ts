@@ -87,3 +87,16 @@ test('a hot block survives a stream of others many times the budget', () => {
   }
   assert.ok(c.bytes <= 1000)
 })
+
+test('release drops every block and the arena; the cache works again after', () => {
+  const c = new BlockCache(1000)
+  c.put('a', content('a', 0, 100))
+  c.put('b', content('b', 0, 100))
+  c.release()
+  assert.equal(c.bytes, 0)
+  assert.equal(c.get('a'), undefined)
+  assert.equal(c.has('b'), false)
+  c.put('c', content('c', 0, 100))
+  assert.deepEqual(c.get('c'), content('c', 0, 100))
+  assert.equal(c.bytes, 100)
+})

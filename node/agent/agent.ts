@@ -24,6 +24,7 @@ import { pruneVersions } from '../image/retention.ts'
 import type { Policy } from '../../protocols/assignment.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
+import { MemoryTrim } from './memory-trim.ts'
 
 /**
  * Pieces of a brand-new version shown to each peer before it takes them (more to a peer that
@@ -88,6 +89,12 @@ export class Agent {
   maxInFlight = DEFAULT_MAX_IN_FLIGHT
   private trustTimer: NodeJS.Timeout | undefined
   private gcTimer: NodeJS.Timeout | undefined
+  /** Gives back the caches and the young generation once transfers have stopped (memory-trim.ts). */
+  private readonly memoryTrim = new MemoryTrim({
+    activity: () => this.exchange.bytesSent + this.exchange.bytesReceived + this.fetchers.size + this.jobs.size,
+    busy: () => [...this.jobs.values()].some(j => j.state === 'fetching' || j.state === 'writing'),
+    release: () => { this.exchange.cache.release(); this.exchange.zcache.release() }
+  })
 
   private constructor (store: ImageStore, identity: NodeIdentity, swarm: SwarmNode, opts: AgentOptions) {
     this.store = store
@@ -130,6 +137,7 @@ export class Agent {
       agent.trustTimer.unref()
       agent.gcTimer = setInterval(() => { void agent.collect(opts.keep ?? 5) }, opts.gcIntervalMs ?? 600_000)
       agent.gcTimer.unref()
+      agent.memoryTrim.start()
     } catch (err) {
       await agent.stop()
       throw err
@@ -140,6 +148,7 @@ export class Agent {
   async stop (): Promise<void> {
     if (this.trustTimer !== undefined) clearInterval(this.trustTimer)
     if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
+    this.memoryTrim.stop()
     for (const f of this.fetchers.values()) void f.then(x => { x.stop() }).catch(() => {})
     await this.control?.close()
     await this.updates.stop().catch(() => {})

@@ -89,6 +89,12 @@ export class BlockCache {
     this.bytes = 0
   }
 
+  /** Drops every block and the arena itself (allocated again at the next put). */
+  release (): void {
+    this.clear()
+    this.arena = null
+  }
+
   /** Whether the slot lies where the next quarter-to-half turn of the ring will overwrite it. */
   private inOlderHalf (s: Slot): boolean {
     const ahead = s.offset >= this.head ? s.offset - this.head : s.offset + this.maxBytes - this.head

@@ -7,8 +7,9 @@
  *   3. imgmesh agent to agent: fetch into the store, and deploy into a target
  *
  * Each method moves N MiB (default 512) from this process to a receiver child process that
- * acknowledges once it has every byte; median of 3 runs. Also prints the RSS of an idle
- * libp2p node process and of the same process after receiving.
+ * acknowledges once it has every byte; median of 3 runs. Also prints the RSS of the raw libp2p
+ * receiver and of the serving agent: 2 s after start, after 30 s idle, while serving, and
+ * 30 s after serving.
  *
  *   node simulations/bench-transfer.ts [--mib 512] [--runs 3] [--chunk-kib 64]
  *
@@ -57,6 +58,19 @@ export function rssMiB (pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const m = /VmRSS:\s+(\d+) kB/.exec(status)
   return m === null ? Number.NaN : Number(m[1]) / 1024
+}
+
+/** How long an idle process is watched before its RSS counts as settled. */
+const SETTLE_MS = 30_000
+
+/**
+ * RSS of an idle process: right away, and after SETTLE_MS without work (V8's memory reducer
+ * gives back the young generation that startup grew, about 10-20 s after activity stops).
+ */
+export async function idleRssMiB (pid: number): Promise<{ now: number, settled: number }> {
+  const now = rssMiB(pid)
+  await new Promise(resolve => setTimeout(resolve, SETTLE_MS))
+  return { now, settled: rssMiB(pid) }
 }
 
 export async function withTimeout<T> (what: string, ms: number, p: Promise<T>): Promise<T> {
@@ -294,7 +308,7 @@ export function tcpMethod (chunk: number): Method {
 export function libp2pMethod (chunk: number, gate: ClusterGate = 'prologue', name = 'raw libp2p stream (noise+yamux)'): Method {
   let child: Child | undefined
   let node: SwarmNode | undefined
-  let idleRss = Number.NaN
+  let idle = { now: Number.NaN, settled: Number.NaN }
   let busyRss = Number.NaN
   return {
     name,
@@ -303,7 +317,7 @@ export function libp2pMethod (chunk: number, gate: ClusterGate = 'prologue', nam
       child = await spawnChild('libp2p-sink', { IMGMESH_BENCH_KEY: Buffer.from(key).toString('hex'), IMGMESH_BENCH_GATE: gate })
       node = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey: key, gate, listen: ['/ip4/127.0.0.1/tcp/0'] })
       await new Promise(resolve => setTimeout(resolve, 2000))
-      idleRss = rssMiB(child.info.pid)
+      idle = await idleRssMiB(child.info.pid)
     },
     run: async (bytes) => {
       const s = await libp2pTransfer(node!, child!.info.addr!, bytes, chunk)
@@ -314,7 +328,7 @@ export function libp2pMethod (chunk: number, gate: ClusterGate = 'prologue', nam
       await node?.stop()
       await child?.stop()
     },
-    notes: () => [`receiver RSS: idle ${idleRss.toFixed(0)} MiB, after receiving ${busyRss.toFixed(0)} MiB`],
+    notes: () => [`receiver RSS: 2 s after start ${idle.now.toFixed(0)} MiB, idle ${SETTLE_MS / 1000} s ${idle.settled.toFixed(0)} MiB, after receiving ${busyRss.toFixed(0)} MiB`],
     receiverPid: () => child?.info.pid
   }
 }
@@ -330,7 +344,9 @@ export function imgmeshMethod (mode: 'fetch' | 'deploy'): Method {
   let a: ChildProcess | undefined
   let b: ChildProcess | undefined
   let run = 0
-  let idleRss = Number.NaN
+  // the idle figures are taken in fetch mode only (the same agent, the same setup)
+  let idle = { now: Number.NaN, settled: Number.NaN }
+  let afterServing = Number.NaN
   let busyRss = 0
   const cli = (args: string[]): void => {
     const r = spawnSync(NODE, [CLI, ...args], { encoding: 'utf8' })
@@ -353,7 +369,7 @@ export function imgmeshMethod (mode: 'fetch' | 'deploy'): Method {
       ;[a, addr] = await startAgent(join(work, 'a'), [])
       ;[b] = await startAgent(join(work, 'b'), [addr])
       await new Promise(resolve => setTimeout(resolve, 2000))
-      idleRss = rssMiB(a.pid!)
+      if (mode === 'fetch') idle = await idleRssMiB(a.pid!)
     },
     run: async (bytes) => {
       run++
@@ -379,6 +395,7 @@ export function imgmeshMethod (mode: 'fetch' | 'deploy'): Method {
       return s
     },
     teardown: async () => {
+      if (mode === 'fetch' && a !== undefined && a.exitCode === null) afterServing = (await idleRssMiB(a.pid!)).settled
       for (const c of [a, b]) {
         if (c === undefined || c.exitCode !== null) continue
         const exited = once(c, 'exit')
@@ -387,7 +404,9 @@ export function imgmeshMethod (mode: 'fetch' | 'deploy'): Method {
       }
       rmSync(work, { recursive: true, force: true })
     },
-    notes: () => [`serving agent RSS: idle ${idleRss.toFixed(0)} MiB, while serving up to ${busyRss.toFixed(0)} MiB`],
+    notes: () => [mode === 'fetch'
+      ? `serving agent RSS: 2 s after start ${idle.now.toFixed(0)} MiB, idle ${SETTLE_MS / 1000} s ${idle.settled.toFixed(0)} MiB, while serving up to ${busyRss.toFixed(0)} MiB, idle ${SETTLE_MS / 1000} s after serving ${afterServing.toFixed(0)} MiB`
+      : `serving agent RSS while serving up to ${busyRss.toFixed(0)} MiB`],
     receiverPid: () => b?.pid,
     senderPid: () => a?.pid
   }

@@ -5,6 +5,12 @@
       "sources": ["fsx.c"],
       "cflags": ["-O2", "-Wall"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+    },
+    {
+      "target_name": "heap",
+      "sources": ["heap.c"],
+      "cflags": ["-O2", "-Wall"],
+      "defines": ["NAPI_VERSION=8"]
     }
   ]
 }

@@ -499,6 +499,12 @@ export class VersionFetcher implements BlockGetter {
 
   stop (): void { this.fail(new ImgmeshError('EABORTED', 'fetch stopped')) }
 
+  /** BlockGetter for deploy: whether a chunk of this version is still to come. */
+  pending (cid: CID): boolean {
+    const i = this.offer?.index.get(cid.toString())
+    return i !== undefined && this.scheduler !== null && !this.scheduler.have.has(i) && this.failure === null
+  }
+
   /** BlockGetter for deploy: a chunk as soon as it is here. */
   async get (cid: CID): Promise<Uint8Array> {
     const i = this.offer?.index.get(cid.toString())

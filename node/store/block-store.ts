@@ -32,6 +32,12 @@ const writingHere = new Set<string>()
 export interface BlockGetter {
   /** Returns the verified bytes of a block, or throws ENOBLOCK / EBADBLOCK. */
   get: (cid: CID) => Promise<Uint8Array>
+  /**
+   * True when the block is not here yet (a fetch is bringing it): get() then waits for it
+   * without holding a buffer, so a writer may ask for many such blocks at once and write each
+   * as it arrives. Absent: every block is here.
+   */
+  pending?: (cid: CID) => boolean
 }
 
 export interface PutResult { cid: CID, added: boolean }

@@ -14,6 +14,7 @@ import { chmodSync, closeSync, constants, fchmodSync, fchownSync, ftruncateSync,
 import { randomBytes } from 'node:crypto'
 import type { TreeEntry } from '../../protocols/tree.ts'
 import type { RootAttributes } from '../../protocols/version.ts'
+import type { CID } from 'multiformats/cid'
 import type { BlockGetter } from '../store/block-store.ts'
 import { nativeFs } from '../native/fsx.ts'
 import { readXattrs, joinPath, showPath } from '../tree/entry-metadata.ts'
@@ -116,18 +117,7 @@ export async function writeRegularFile (ctx: WriterContext, dir: Buffer, final: 
         writeAll(fd, entry.inline, 0)
         written = entry.inline.length
       } else {
-        const segments = entry.segments ?? []
-        if (segments.some(s => s.cid === undefined)) ftruncateSync(fd, entry.size ?? 0)
-        let offset = 0
-        for (const seg of segments) {
-          if (seg.cid !== undefined) {
-            const bytes = await ctx.blocks.get(seg.cid)
-            if (bytes.length !== seg.length) throw new ImgmeshError('EBADBLOCK', `chunk ${seg.cid.toString()} of /${showPath(rel)} has ${bytes.length} bytes, the tree says ${seg.length}`)
-            writeAll(fd, bytes, offset)
-            written += bytes.length
-          }
-          offset += seg.length
-        }
+        written = await writeSegments(ctx, fd, rel, entry)
       }
       // Owner first (chown clears setuid bits and capabilities), then mode, then xattrs, then
       // mtime once the content is complete: what applyAttributes does, on the open descriptor.
@@ -147,6 +137,57 @@ export async function writeRegularFile (ctx: WriterContext, dir: Buffer, final: 
     throw writeError(err, rel, 'writing')
   }
   return written
+}
+
+/**
+ * Writes a file's chunks at their offsets. Chunks that are here are read and written one after
+ * another; chunks a fetch is still bringing are all asked for at once and each written the moment
+ * it arrives, in whatever order the swarm delivers them: the fetch hands them over directly,
+ * instead of the deploy reading them back from the store (and hashing them again) later.
+ * Returns the bytes written; nothing is written after this has returned or thrown, so the
+ * descriptor may then be closed and its number reused.
+ */
+async function writeSegments (ctx: WriterContext, fd: number, rel: Buffer, entry: TreeEntry): Promise<number> {
+  const segments = entry.segments ?? []
+  if (segments.some(s => s.cid === undefined)) ftruncateSync(fd, entry.size ?? 0)
+  let written = 0
+  let open = true
+  let failure: unknown = null
+  const put = (cid: CID, length: number, offset: number, bytes: Uint8Array): void => {
+    if (!open) return
+    if (bytes.length !== length) throw new ImgmeshError('EBADBLOCK', `chunk ${cid.toString()} of /${showPath(rel)} has ${bytes.length} bytes, the tree says ${length}`)
+    writeAll(fd, bytes, offset)
+    written += bytes.length
+  }
+  try {
+    const arriving: Array<Promise<void>> = []
+    let offset = 0
+    for (const { cid, length } of segments) {
+      const at = offset
+      offset += length
+      if (cid === undefined) continue
+      if (ctx.blocks.pending?.(cid) === true) {
+        arriving.push(ctx.blocks.get(cid).then((bytes) => { put(cid, length, at, bytes) }).catch((err: unknown) => { failure ??= err }))
+      } else {
+        put(cid, length, at, await ctx.blocks.get(cid))
+      }
+      if (failure !== null) throw failure
+    }
+    // a failed chunk fails the file at once, without waiting for the others
+    await new Promise<void>((resolve, reject) => {
+      let left = arriving.length
+      if (left === 0) { resolve(); return }
+      for (const p of arriving) {
+        void p.then(() => {
+          if (failure !== null) reject(failure)
+          else if (--left === 0) resolve()
+        })
+      }
+    })
+    return written
+  } finally {
+    open = false
+  }
 }
 
 function writeAll (fd: number, bytes: Uint8Array, position: number): void {

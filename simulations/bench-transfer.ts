@@ -422,40 +422,59 @@ export interface MethodResult {
   notes: string[]
 }
 
-export async function measure (method: Method, bytes: number, runs: number, warmupBytes = Math.min(bytes, 64 * MIB)): Promise<MethodResult> {
-  await method.setup()
-  const rates: number[] = []
-  const sender: number[] = []
-  const receiver: number[] = []
+/** One measured transfer of `bytes`: MB/s and the two processes' CPU seconds per GB. */
+async function measureOnce (method: Method, bytes: number, label: string): Promise<{ mbps: number, sender: number, receiver: number }> {
+  const pid = method.receiverPid?.()
+  const spid = method.senderPid?.()
+  const senderCpu = (): number => {
+    if (spid !== undefined) return cpuSeconds(spid)
+    const c = process.cpuUsage()
+    return (c.user + c.system) / 1e6
+  }
+  const s0 = senderCpu()
+  const r0 = pid === undefined ? 0 : cpuSeconds(pid)
+  const s = await withTimeout(label, STEP_TIMEOUT_MS, method.run(bytes))
+  return {
+    mbps: mbps(bytes, s),
+    sender: (senderCpu() - s0) / (bytes / 1e9),
+    receiver: pid === undefined ? Number.NaN : (cpuSeconds(pid) - r0) / (bytes / 1e9)
+  }
+}
+
+/**
+ * Measures every method `runs` times, interleaved: round i runs each method once, one after
+ * another, so that a slow spell of the machine hits all methods alike rather than the one that
+ * happened to run then. All methods are set up first (their processes sit idle while the others
+ * run) and each does one unmeasured warm-up transfer, so both processes run JIT-compiled code.
+ */
+export async function measureAll (methods: Method[], bytes: number, runs: number, warmupBytes = Math.min(bytes, 64 * MIB)): Promise<MethodResult[]> {
+  const samples = methods.map(() => ({ mbps: [] as number[], sender: [] as number[], receiver: [] as number[] }))
+  const ready: Method[] = []
   try {
-    // one unmeasured transfer first, so both processes run JIT-compiled code
-    if (warmupBytes > 0) await withTimeout(`${method.name} warm-up`, STEP_TIMEOUT_MS, method.run(warmupBytes))
+    for (const m of methods) {
+      ready.push(m)
+      await m.setup()
+      if (warmupBytes > 0) await withTimeout(`${m.name} warm-up`, STEP_TIMEOUT_MS, m.run(warmupBytes))
+    }
     for (let i = 0; i < runs; i++) {
-      const pid = method.receiverPid?.()
-      const spid = method.senderPid?.()
-      const senderCpu = (): number => {
-        if (spid !== undefined) return cpuSeconds(spid)
-        const c = process.cpuUsage()
-        return (c.user + c.system) / 1e6
+      for (const [k, m] of methods.entries()) {
+        const r = await measureOnce(m, bytes, `${m.name} run ${i + 1}`)
+        samples[k].mbps.push(r.mbps)
+        samples[k].sender.push(r.sender)
+        if (!Number.isNaN(r.receiver)) samples[k].receiver.push(r.receiver)
       }
-      const s0 = senderCpu()
-      const r0 = pid === undefined ? 0 : cpuSeconds(pid)
-      const s = await withTimeout(`${method.name} run ${i + 1}`, STEP_TIMEOUT_MS, method.run(bytes))
-      rates.push(mbps(bytes, s))
-      sender.push((senderCpu() - s0) / (bytes / 1e9))
-      if (pid !== undefined) receiver.push((cpuSeconds(pid) - r0) / (bytes / 1e9))
     }
   } finally {
-    await method.teardown()
+    for (const m of ready.reverse()) await m.teardown()
   }
-  return {
-    name: method.name,
-    mbps: rates,
-    median: median(rates),
-    senderCpuPerGB: median(sender),
-    receiverCpuPerGB: receiver.length > 0 ? median(receiver) : Number.NaN,
-    notes: method.notes?.() ?? []
-  }
+  return methods.map((m, k) => ({
+    name: m.name,
+    mbps: samples[k].mbps,
+    median: median(samples[k].mbps),
+    senderCpuPerGB: median(samples[k].sender),
+    receiverCpuPerGB: samples[k].receiver.length > 0 ? median(samples[k].receiver) : Number.NaN,
+    notes: m.notes?.() ?? []
+  }))
 }
 
 // ------------------------------------------------------------------------------- main
@@ -477,10 +496,8 @@ async function main (): Promise<void> {
 
   console.log(`bench-transfer: ${values.mib} MiB per run, ${runs} runs, ${values['chunk-kib']} KiB writes, loopback, Node ${process.version}`)
   console.log(`  ${machineLine()}`)
-  const results: MethodResult[] = []
-  for (const m of methods) {
-    const r = await measure(m, bytes, runs)
-    results.push(r)
+  const results = await measureAll(methods, bytes, runs)
+  for (const r of results) {
     console.log(`  ${r.name.padEnd(34)} median ${r.median.toFixed(0).padStart(5)} MB/s   runs ${r.mbps.map(x => x.toFixed(0)).join(', ')}`)
     console.log(`    CPU per GB: sender ${r.senderCpuPerGB.toFixed(2)} s, receiver ${r.receiverCpuPerGB.toFixed(2)} s`)
     for (const n of r.notes) console.log(`    ${n}`)
@@ -490,7 +507,11 @@ async function main (): Promise<void> {
   const tcpR = results.find(r => r.name.startsWith('raw TCP'))
   if (base !== undefined && tcpR !== undefined) {
     console.log('ratios (median):')
-    for (const r of results) console.log(`  ${r.name.padEnd(34)} ${(r.median / tcpR.median * 100).toFixed(0).padStart(4)}% of TCP   ${(r.median / base.median * 100).toFixed(0).padStart(4)}% of raw libp2p`)
+    for (const r of results) {
+      // the same round's raw libp2p run is the fairest baseline on a noisy machine
+      const paired = median(r.mbps.map((x, i) => x / base.mbps[i]))
+      console.log(`  ${r.name.padEnd(34)} ${(r.median / tcpR.median * 100).toFixed(0).padStart(4)}% of TCP   ${(r.median / base.median * 100).toFixed(0).padStart(4)}% of raw libp2p   (per round: median ${(paired * 100).toFixed(0)}%)`)
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * Writing a file whose chunks are still on their way (BlockGetter.pending): each chunk is written
+ * Writing a file whose chunks are still on their way (BlockGetter.whenArrived): each chunk is written
  * at its offset the moment it arrives, in any order; a chunk that fails fails the file and
  * leaves nothing behind, and a chunk arriving after that writes nowhere.
  */
@@ -16,16 +16,16 @@ import type { TreeEntry } from '../protocols/tree.ts'
 import { cidFor } from '../node/store/cid.ts'
 import { ImgmeshError } from '../node/errors.ts'
 
-interface Arrival { cid: CID, resolve: (b: Uint8Array) => void, reject: (e: Error) => void }
+interface Arrival { cid: CID, arrived: (b: Uint8Array) => void, failed: (e: Error) => void }
 
 /** Chunks that are all still to come; the test decides when (and whether) each arrives. */
 function arrivingBlocks (chunks: Map<string, Uint8Array>): BlockGetter & { waiting: Arrival[], deliver: (i: number) => void } {
   const waiting: Arrival[] = []
   return {
     waiting,
-    pending: () => true,
-    get: async (cid) => await new Promise<Uint8Array>((resolve, reject) => { waiting.push({ cid, resolve, reject }) }),
-    deliver: (i) => { const w = waiting[i]; w.resolve(chunks.get(w.cid.toString())!) }
+    whenArrived: (cid, arrived, failed) => { waiting.push({ cid, arrived, failed }); return true },
+    get: async () => { throw new Error('get() asked for a chunk that was still to come') },
+    deliver: (i) => { const w = waiting[i]; w.arrived(chunks.get(w.cid.toString())!) }
   }
 }
 
@@ -69,7 +69,7 @@ test('a chunk that fails fails the file at once; nothing is left and a late chun
     const done = writeRegularFile(ctx, Buffer.from(dir), Buffer.from(join(dir, 'f')), Buffer.from('f'), entry)
     await tick()
     blocks.deliver(0)
-    blocks.waiting[1].reject(new ImgmeshError('ENOBLOCK', 'no peer has it'))
+    blocks.waiting[1].failed(new ImgmeshError('ENOBLOCK', 'no peer has it'))
     await assert.rejects(done, /no peer has it/)
     blocks.deliver(2)
     await tick()
@@ -88,7 +88,7 @@ test('a chunk of the wrong length is refused', async () => {
     const ctx: WriterContext = { blocks, privileged: false, warn: () => {} }
     const done = writeRegularFile(ctx, Buffer.from(dir), Buffer.from(join(dir, 'f')), Buffer.from('f'), entry)
     await tick()
-    blocks.waiting[1].resolve(randomBytes(10))
+    blocks.waiting[1].arrived(randomBytes(10))
     await assert.rejects(done, (err: unknown) => err instanceof ImgmeshError && err.code === 'EBADBLOCK')
     assert.deepEqual(readdirSync(dir), [])
   } finally {

@@ -70,7 +70,7 @@ export class VersionFetcher implements BlockGetter {
   private scheduler: PieceScheduler | null = null
   private sizes: number[] = []
   private readonly asked = new Set<string>()
-  private readonly pieceWaiters = new Map<number, Array<{ resolve: (b: Uint8Array) => void, reject: (e: Error) => void }>>()
+  private readonly pieceWaiters = new Map<number, Array<{ arrived: (b: Uint8Array) => void, failed: (e: Error) => void }>>()
   private readonly requestedAt = new Map<string, number>()
   private readonly cleanups: Array<() => void> = []
   private timer: NodeJS.Timeout | undefined
@@ -443,7 +443,7 @@ export class VersionFetcher implements BlockGetter {
     this.bytes += bytes.length
     this.lastProgress = Date.now()
     this.rates?.delivered(peer, bytes.length, this.lastProgress)
-    for (const w of this.pieceWaiters.get(i) ?? []) w.resolve(bytes)
+    for (const w of this.pieceWaiters.get(i) ?? []) w.arrived(bytes)
     this.pieceWaiters.delete(i)
     if (s.done) { this.complete(); return }
     this.pump(peer)
@@ -485,7 +485,7 @@ export class VersionFetcher implements BlockGetter {
     if (this.failure !== null) return
     this.failure = err
     this.cleanup()
-    for (const ws of this.pieceWaiters.values()) for (const w of ws) w.reject(err)
+    for (const ws of this.pieceWaiters.values()) for (const w of ws) w.failed(err)
     this.pieceWaiters.clear()
     this.finish.reject(err)
   }
@@ -499,10 +499,22 @@ export class VersionFetcher implements BlockGetter {
 
   stop (): void { this.fail(new ImgmeshError('EABORTED', 'fetch stopped')) }
 
-  /** BlockGetter for deploy: whether a chunk of this version is still to come. */
-  pending (cid: CID): boolean {
+  /**
+   * BlockGetter for deploy: if a chunk of this version is still to come, calls `arrived` with
+   * its verified bytes the moment it is here (or `failed` if the fetch fails) and returns true;
+   * returns false, calling nothing, when it is here already or not part of the version.
+   */
+  whenArrived (cid: CID, arrived: (bytes: Uint8Array) => void, failed: (err: Error) => void): boolean {
     const i = this.offer?.index.get(cid.toString())
-    return i !== undefined && this.scheduler !== null && !this.scheduler.have.has(i) && this.failure === null
+    if (i === undefined || this.scheduler === null || this.scheduler.have.has(i) || this.failure !== null) return false
+    this.waitFor(i, { arrived, failed })
+    return true
+  }
+
+  private waitFor (i: number, w: { arrived: (b: Uint8Array) => void, failed: (e: Error) => void }): void {
+    let list = this.pieceWaiters.get(i)
+    if (list === undefined) { list = []; this.pieceWaiters.set(i, list) }
+    list.push(w)
   }
 
   /** BlockGetter for deploy: a chunk as soon as it is here. */
@@ -514,11 +526,7 @@ export class VersionFetcher implements BlockGetter {
     }
     if (this.scheduler.have.has(i)) return this.exchange.cache.get(cid.toString()) ?? await this.store.get(cid)
     if (this.failure !== null) throw this.failure
-    return await new Promise<Uint8Array>((resolve, reject) => {
-      let list = this.pieceWaiters.get(i)
-      if (list === undefined) { list = []; this.pieceWaiters.set(i, list) }
-      list.push({ resolve, reject })
-    })
+    return await new Promise<Uint8Array>((resolve, reject) => { this.waitFor(i, { arrived: resolve, failed: reject }) })
   }
 
   progress (): FetchProgress {

@@ -33,11 +33,14 @@ export interface BlockGetter {
   /** Returns the verified bytes of a block, or throws ENOBLOCK / EBADBLOCK. */
   get: (cid: CID) => Promise<Uint8Array>
   /**
-   * True when the block is not here yet (a fetch is bringing it): get() then waits for it
-   * without holding a buffer, so a writer may ask for many such blocks at once and write each
-   * as it arrives. Absent: every block is here.
+   * For a block that is not here yet (a fetch is bringing it): calls `arrived` with its verified
+   * bytes the moment it comes, or `failed` if it cannot, and returns true; returns false,
+   * calling nothing, when the block is here (use get()). A writer can so ask for many blocks
+   * at once and write each as it arrives. The bytes are lent for the call only: a caller that
+   * keeps them (in a promise, say) keeps them out of V8's young generation and costs full
+   * collections. Absent: every block is here.
    */
-  pending?: (cid: CID) => boolean
+  whenArrived?: (cid: CID, arrived: (bytes: Uint8Array) => void, failed: (err: Error) => void) => boolean
 }
 
 export interface PutResult { cid: CID, added: boolean }

@@ -153,37 +153,38 @@ async function writeSegments (ctx: WriterContext, fd: number, rel: Buffer, entry
   let written = 0
   let open = true
   let failure: unknown = null
+  let coming = 0
+  let asked = false
+  let allHere = (): void => {}
+  const here = new Promise<void>((resolve) => { allHere = resolve })
   const put = (cid: CID, length: number, offset: number, bytes: Uint8Array): void => {
     if (!open) return
     if (bytes.length !== length) throw new ImgmeshError('EBADBLOCK', `chunk ${cid.toString()} of /${showPath(rel)} has ${bytes.length} bytes, the tree says ${length}`)
     writeAll(fd, bytes, offset)
     written += bytes.length
   }
+  const settled = (): void => {
+    coming--
+    // a failed chunk fails the file at once, without waiting for the others
+    if (asked && (coming === 0 || failure !== null)) allHere()
+  }
   try {
-    const arriving: Array<Promise<void>> = []
     let offset = 0
     for (const { cid, length } of segments) {
       const at = offset
       offset += length
       if (cid === undefined) continue
-      if (ctx.blocks.pending?.(cid) === true) {
-        arriving.push(ctx.blocks.get(cid).then((bytes) => { put(cid, length, at, bytes) }).catch((err: unknown) => { failure ??= err }))
-      } else {
-        put(cid, length, at, await ctx.blocks.get(cid))
-      }
+      const later = ctx.blocks.whenArrived?.(cid,
+        (bytes) => { try { put(cid, length, at, bytes) } catch (err) { failure ??= err } settled() },
+        (err) => { failure ??= err; settled() }) ?? false
+      if (later) coming++
+      else put(cid, length, at, await ctx.blocks.get(cid))
       if (failure !== null) throw failure
     }
-    // a failed chunk fails the file at once, without waiting for the others
-    await new Promise<void>((resolve, reject) => {
-      let left = arriving.length
-      if (left === 0) { resolve(); return }
-      for (const p of arriving) {
-        void p.then(() => {
-          if (failure !== null) reject(failure)
-          else if (--left === 0) resolve()
-        })
-      }
-    })
+    asked = true
+    if (coming === 0 || failure !== null) allHere()
+    await here
+    if (failure !== null) throw failure
     return written
   } finally {
     open = false

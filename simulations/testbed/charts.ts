@@ -62,10 +62,11 @@ export function lineChart (spec: ChartSpec): string {
   const ph = H - m.t - m.b
   const allX = spec.series.flatMap(s => s.xs).filter(x => Number.isFinite(x) && (spec.xMin === undefined || x >= spec.xMin))
   const allY = spec.series.flatMap(s => s.ys).filter(Number.isFinite).concat((spec.hlines ?? []).map(h => h.y))
-  const xMin = spec.xMin ?? Math.min(0, ...allX)
-  let xMax = allX.length > 0 ? Math.max(...allX) : 1
+  // a loop, not Math.max(...xs): a long run's samples exceed the engine's argument limit
+  const xMin = spec.xMin ?? allX.reduce((a, x) => Math.min(a, x), 0)
+  let xMax = allX.length > 0 ? allX.reduce((a, x) => Math.max(a, x), -Infinity) : 1
   if (xMax <= xMin) xMax = xMin + 1
-  let yMax = spec.yMax ?? (allY.length > 0 ? Math.max(...allY) * 1.08 : 1)
+  let yMax = spec.yMax ?? (allY.length > 0 ? allY.reduce((a, y) => Math.max(a, y), -Infinity) * 1.08 : 1)
   if (!(yMax > 0)) yMax = 1
   const xs = niceStep(xMax - xMin, 8)
   const ys = niceStep(yMax, 6)

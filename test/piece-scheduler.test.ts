@@ -146,3 +146,24 @@ test('super-seeding shows a peer as many pieces as it took in the last window, a
   seed.sent('fast', i, 10_000)
   assert.ok(pending('fast') >= 2)
 })
+
+test('super-seeding gives up and shows everything once no new piece has gone out for stallMs', () => {
+  let now = 1_000_000
+  const ss = new SuperSeed(4, 1, undefined, { stallMs: 15_000, now: () => now })
+  // nothing sent yet: an origin waiting for its first peer keeps super-seeding however long
+  now += 60_000
+  assert.equal(ss.finished, false)
+  assert.equal(ss.offer('a').cardinality, 1)
+  const b = ss.offer('b') // b never takes what it is shown (it has not heard of the version)
+  const bPiece = [0, 1, 2, 3].find(i => b.has(i))!
+  const aPiece = [0, 1, 2, 3].find(i => ss.offer('a').has(i))!
+  ss.sent('a', aPiece, now)
+  now += 14_000
+  assert.equal(ss.finished, false)
+  assert.equal(ss.allowed('c', bPiece), false, 'a piece offered only to b went to c while super-seeding')
+  now += 2_000
+  assert.equal(ss.finished, true, 'still super-seeding 16 s after the last new piece went out')
+  assert.equal(ss.offer('c').cardinality, 4)
+  assert.equal(ss.allowed('c', bPiece), true)
+  assert.equal(ss.allowed('c', aPiece), true)
+})

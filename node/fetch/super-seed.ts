@@ -3,6 +3,12 @@
  * nobody has been sent yet, and more as it takes them, so the origin uploads every piece once
  * before any piece twice and the swarm makes the other copies. Once every piece has gone out,
  * the holder shows everything.
+ *
+ * It also gives up, and shows everything, when no new piece has gone out for `stallMs` after
+ * the first did: pieces offered to peers that never take them (a peer that has not heard of the
+ * version yet) or sent to a peer that then failed or left would otherwise never be sent again.
+ * Seen on the testbed with 50 clients on two cores: 28 clients waited for the same 94 pieces
+ * while the origin sent 0.2 Mbit/s for 200 s.
  */
 import { Bitfield } from './bitfield.ts'
 
@@ -22,6 +28,11 @@ export class SuperSeed {
   private readonly windowMs: number
   /** Per peer: when its recent pieces went out (ms), oldest first, within windowMs of the last. */
   private readonly recent = new Map<string, number[]>()
+  private readonly stallMs: number
+  private readonly clock: () => number
+  /** When a piece last went out for the first time (ms), null before the first. */
+  private lastNewAt: number | null = null
+  private gaveUp = false
 
   /**
    * `perPeer`: pieces shown to a peer that it has not taken yet, at least. A peer that takes
@@ -34,20 +45,27 @@ export class SuperSeed {
    * count as sent: only the new pieces are super-seeded, and the rest comes from the peers that
    * have it. Without this a follower holding the parent would be offered only pieces it has.
    */
-  constructor (pieces: number, perPeer = 8, spread?: Bitfield, opts: { windowMs?: number } = {}) {
+  constructor (pieces: number, perPeer = 8, spread?: Bitfield, opts: { windowMs?: number, stallMs?: number, now?: () => number } = {}) {
     this.pieces = pieces
     this.sentCount = new Uint32Array(pieces)
     this.offeredCount = new Uint32Array(pieces)
     this.unsent = pieces
     this.perPeer = perPeer
     this.windowMs = opts.windowMs ?? 100
+    this.stallMs = opts.stallMs ?? 15_000
+    this.clock = opts.now ?? Date.now
     if (spread !== undefined) {
       for (let i = 0; i < pieces; i++) if (spread.has(i)) { this.sentCount[i] = 1; this.unsent-- }
     }
     this.free = this.unsent
   }
 
-  get finished (): boolean { return this.unsent === 0 }
+  /** Every piece has gone out once, or super-seeding stalled: the holder shows everything. */
+  get finished (): boolean {
+    if (this.unsent === 0 || this.gaveUp) return true
+    if (this.lastNewAt !== null && this.clock() - this.lastNewAt > this.stallMs) this.gaveUp = true
+    return this.gaveUp
+  }
 
   /** What to advertise to a peer: a few pieces not yet sent to anyone (or all, once all went out). */
   offer (peer: string): Bitfield {
@@ -113,6 +131,7 @@ export class SuperSeed {
   /** Records that piece i went to peer. Returns whether the peer's offer grew (advertise it again). */
   sent (peer: string, i: number, now = Date.now()): boolean {
     if (this.sentCount[i]++ === 0) {
+      this.lastNewAt = this.clock()
       this.unsent--
       if (this.offeredCount[i] === 0) this.free--
       else for (const [p, ob] of this.offered) if (ob.has(i)) this.pending.set(p, (this.pending.get(p) ?? 1) - 1)

@@ -402,7 +402,7 @@ class Simulation {
     this.flushed = new Int32Array(n)
     this.watchPos = new Int32Array(this.g.adj.length).fill(-1)
     this.streams = new Array<Stream | undefined>(this.g.adj.length)
-    this.ss = cfg.makeSuperSeed?.(this.pieces, cfg.superSeedPerPeer ?? 2) ?? new SuperSeed(this.pieces, cfg.superSeedPerPeer ?? 2)
+    this.ss = cfg.makeSuperSeed?.(this.pieces, cfg.superSeedPerPeer ?? 2) ?? new SuperSeed(this.pieces, cfg.superSeedPerPeer ?? 2, undefined, { now: () => this.now * 1000 })
     this.upBytes = new Float64Array(n)
     this.sending = new Int32Array(n)
     this.waitQ = new Array<Stream[] | undefined>(n)

@@ -7,8 +7,8 @@
  * It also gives up, and shows everything, when no new piece has gone out for `stallMs` after
  * the first did: pieces offered to peers that never take them (a peer that has not heard of the
  * version yet) or sent to a peer that then failed or left would otherwise never be sent again.
- * Seen on the testbed with 50 clients on two cores: 28 clients waited for the same 94 pieces
- * while the origin sent 0.2 Mbit/s for 200 s.
+ * The likely cause of a stall on the testbed with 50 clients on two cores: 28 clients waited for
+ * the same 94 pieces while the origin sent 0.2 Mbit/s for 200 s.
  */
 import { Bitfield } from './bitfield.ts'
 

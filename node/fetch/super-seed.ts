@@ -129,7 +129,7 @@ export class SuperSeed {
   }
 
   /** Records that piece i went to peer. Returns whether the peer's offer grew (advertise it again). */
-  sent (peer: string, i: number, now = Date.now()): boolean {
+  sent (peer: string, i: number, now = this.clock()): boolean {
     if (this.sentCount[i]++ === 0) {
       this.lastNewAt = this.clock()
       this.unsent--

@@ -7,6 +7,10 @@ import { join } from 'node:path'
 import { makeSampleTree } from '../node/demo/sample-tree.ts'
 import { imgmesh, imgmeshJson } from './support/cli.ts'
 import { rsyncDifferences } from './support/tree-check.ts'
+import { ImageStore } from '../node/image/image-store.ts'
+import { loadTree, type DirNode } from '../node/tree/tree-loader.ts'
+import { deploy } from '../node/target/deploy.ts'
+import type { BlockGetter } from '../node/store/block-store.ts'
 
 let work: string
 before(async () => { work = await mkdtemp(join(tmpdir(), 'imgmesh-up-')) })
@@ -91,4 +95,32 @@ test('a target that is not the deployed one is compared on disk (scan) and repai
   assert.deepEqual(rsyncDifferences(src, dst), [])
   const scanAgain = await imgmeshJson<DeployJson>(['deploy', 'app@2', dst, '--data-dir', data])
   assert.equal(scanAgain.changes.length, 0)
+})
+
+test('a deploy given the loaded tree reads no tree block again; a tree of another version is not used', async () => {
+  const src = join(work, 'src')
+  const data = join(work, 'data')
+  const store = await ImageStore.open(data)
+  const v2 = await store.resolve('app@2')
+  const v1 = await store.resolve('app@1')
+  const tree = await loadTree(store.blocks, v2.version.body.tree)
+  const dirBlocks = new Set<string>()
+  const walk = (n: DirNode): void => { dirBlocks.add(n.cid.toString()); for (const c of n.children.values()) walk(c) }
+  walk(tree)
+  const reads: string[] = []
+  const blocks: BlockGetter = { get: async (cid) => { reads.push(cid.toString()); return await store.blocks.get(cid) } }
+
+  const dst = join(work, 'dst-tree')
+  await deploy(store, v2, { target: dst, blocks, tree })
+  assert.ok(reads.length > 0, 'file chunks come through the getter')
+  assert.deepEqual(reads.filter(k => dirBlocks.has(k)), [], 'no tree block read again')
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+
+  // The tree of v2 handed to a deploy of v1 is ignored: v1's own tree is loaded.
+  reads.length = 0
+  const dst1 = join(work, 'dst-tree-v1')
+  await deploy(store, v1, { target: dst1, blocks, tree })
+  assert.ok(reads.includes(v1.version.body.tree.toString()), 'v1 tree root read')
+  const check = await imgmesh(['verify', dst1, '--data-dir', data])
+  assert.equal(check.code, 0, check.stdout)
 })

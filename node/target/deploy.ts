@@ -50,6 +50,11 @@ export interface DeployOptions {
   delete?: boolean
   /** Where chunks come from (default: the local store). The swarm passes its fetcher. */
   blocks?: BlockGetter
+  /**
+   * The version's tree, already loaded and checked (the swarm's fetch loaded it to list the
+   * pieces): used when it is the version's tree, instead of decoding every tree block again.
+   */
+  tree?: DirNode
   onProgress?: (p: DeployProgress) => void
 }
 
@@ -394,7 +399,7 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
   const blocks: BlockGetter = opts.blocks ?? { get: async (cid) => store.blocks.getSync(cid) }
   const realTarget = await prepareTarget(opts.target, opts.dryRun !== true)
   const { body } = resolved.version
-  const tree = await loadTree(blocks, body.tree)
+  const tree = opts.tree !== undefined && opts.tree.cid.equals(body.tree) ? opts.tree : await loadTree(blocks, body.tree)
   const state = await readTargetState(store.targetsDir, realTarget)
 
   // Diff against the version deployed before only when its deploy finished, removed what its

@@ -42,6 +42,8 @@ const USAGE = `usage: node simulations/testbed/run.ts [options]   (as root)
   --out DIR              results folder (default results/testbed-<date>)
   --work DIR             scratch parent (default /var/tmp/imgmesh-testbed); removed at the end
   --keep                 keep the scratch directory (copies, logs)
+  --stop-grace S         seconds a process has between SIGTERM and SIGKILL at the end of a transport
+                         (default 2; more for agents started with --cpu-prof, which write on exit)
   --interval MS          byte-counter sampling interval (default 250)
   --opt T.KEY=VALUE      transport option, e.g. bittorrent.seed=leave, multicast.max-bitrate=45m,
                          rsync.flags="-aH" (repeatable)
@@ -60,6 +62,7 @@ interface Options {
   out: string
   work: string
   keep: boolean
+  stopGraceS: number
   intervalMs: number
   opts: Record<string, Record<string, string>>
   prefix: string
@@ -92,6 +95,7 @@ function parseOptions (argv: string[]): Options {
         out: { type: 'string' },
         work: { type: 'string', default: '/var/tmp/imgmesh-testbed' },
         keep: { type: 'boolean', default: false },
+        'stop-grace': { type: 'string', default: '2' },
         interval: { type: 'string', default: '250' },
         opt: { type: 'string', multiple: true, default: [] },
         prefix: { type: 'string', default: `imt${process.pid}-` },
@@ -117,6 +121,8 @@ function parseOptions (argv: string[]): Options {
   if (!(timeoutS > 0 && timeoutS <= 7 * 86400)) fail('--timeout: seconds > 0')
   const tt = v['transport-timeout'] === undefined ? null : Number(v['transport-timeout'])
   if (tt !== null && !(tt > 0)) fail('--transport-timeout: seconds > 0')
+  const stopGraceS = Number(v['stop-grace'])
+  if (!(stopGraceS >= 0 && stopGraceS <= 600)) fail('--stop-grace: 0..600 seconds')
   const intervalMs = Number(v.interval)
   if (!(intervalMs >= 50 && intervalMs <= 10_000)) fail('--interval: 50..10000 ms')
   const opts: Record<string, Record<string, string>> = {}
@@ -138,6 +144,7 @@ function parseOptions (argv: string[]): Options {
     out: resolve(v.out ?? join(REPO, 'results', `testbed-${stamp()}`)),
     work: resolve(v.work),
     keep: v.keep,
+    stopGraceS,
     intervalMs,
     opts,
     prefix: v.prefix
@@ -193,7 +200,7 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
     procs.add(p)
     return p
   }
-  const stopMine = async (): Promise<void> => { await stopAll([...procs].filter(p => p.exit === null)) }
+  const stopMine = async (): Promise<void> => { await stopAll([...procs].filter(p => p.exit === null), o.stopGraceS * 1000) }
   const samplesFile = join(dir, 'samples.jsonl')
   const sampler = spawnProc({
     name: 'sampler',

@@ -51,6 +51,12 @@ test('five agents: capture on one, every other deploys it from the swarm, every 
     const s = await status(n)
     assert.ok(s.versions.find(x => x.number === 1)?.complete)
   }
+  // A name no peer knows fails at once, saying that every peer answered.
+  const t = Date.now()
+  const typo = await imgmesh(['deploy', 'sampel', join(work, 'target-typo'), '--data-dir', agents.dataDir('b')])
+  assert.notEqual(typo.code, 0)
+  assert.match(typo.stderr, /no image named sampel \(([1-9][0-9]*) of \1 connected peer\(s\) answered\)/)
+  assert.ok(Date.now() - t < 20_000, `a mistyped name took ${Date.now() - t} ms to fail`)
   // The swarm, not the origin alone, made the copies.
   const received = await Promise.all(['b', 'c', 'd', 'e'].map(async n => (await status(n)).traffic.sent))
   assert.ok(received.some(sent => sent > 0), 'no client served any piece to another')
@@ -93,7 +99,7 @@ test('a node without the cluster key cannot join', { timeout: 60_000 }, async ()
   assert.equal(s.peers.length, 0)
   const r = await imgmesh(['deploy', 'sample', join(work, 'target-outsider'), '--data-dir', agents.dataDir('outsider')])
   assert.notEqual(r.code, 0)
-  assert.match(r.stderr, /no image named sample/)
+  assert.match(r.stderr, /no image named sample \(no peer connected\)/)
   await agents.stop('outsider')
 })
 

@@ -33,6 +33,8 @@ import { MemoryTrim } from './memory-trim.ts'
  * (simulations/sim) 2 instead of 32 takes a 50-client deployment from 2.02 to 1.48 T_min.
  */
 const SUPER_SEED_PER_PEER = 2
+/** How long resolving a name no peer has told us of keeps asking while some connected peers do not answer. */
+const RESOLVE_WAIT_MS = 60_000
 const log = createLogger('agent')
 
 export interface AgentOptions {
@@ -256,14 +258,22 @@ export class Agent {
         return await this.store.resolve(spec)
       }
       if (err.code !== 'ENOIMAGE' && err.code !== 'ENOVERSION') throw err
-      // Ask the peers; a heads exchange can fail on a busy connection, so try a few times.
-      for (let attempt = 1; ; attempt++) {
-        await this.versions.syncAll()
+      // Ask the peers. When every connected peer answered and none knows the name, or no peer is
+      // connected, it fails at once (a mistyped name does not wait). While some do not answer (not connected yet, or
+      // exchanges failing on a busy machine), it asks again, for up to RESOLVE_WAIT_MS.
+      const deadline = Date.now() + RESOLVE_WAIT_MS
+      for (let round = 1; ; round++) {
+        const { peers, answered } = await this.versions.syncAll()
         try {
           return await this.store.resolve(spec)
         } catch (again) {
-          if (attempt >= 3 || !(again instanceof ImgmeshError) || (again.code !== 'ENOIMAGE' && again.code !== 'ENOVERSION')) throw again
-          await new Promise(resolve => setTimeout(resolve, 300 * attempt))
+          if (!(again instanceof ImgmeshError) || (again.code !== 'ENOIMAGE' && again.code !== 'ENOVERSION')) throw again
+          if (peers === 0) throw new ImgmeshError(again.code, `${again.message} (no peer connected)`)
+          if (answered === peers || Date.now() >= deadline) {
+            throw new ImgmeshError(again.code, `${again.message} (${answered} of ${peers} connected peer(s) answered${answered < peers ? `, asked for ${Math.round(RESOLVE_WAIT_MS / 1000)} s` : ''})`)
+          }
+          log.info('no answer from every peer yet; asking again', { spec, peers, answered, round })
+          await new Promise(resolve => setTimeout(resolve, Math.min(500 * round, 3000)))
         }
       }
     }
@@ -425,7 +435,7 @@ export class Agent {
         policy: String(b.policy) as Policy,
         ...(b.at === undefined || b.at === null ? {} : { at: String(b.at) })
       }),
-      sync: async () => { await this.versions.syncAll(); return {} },
+      sync: async () => await this.versions.syncAll(),
       fetch: async (b, events) => {
         const fetcher = await this.fetch(await this.resolve(String(b.spec)))
         const timer = setInterval(() => { events.event({ type: 'progress', ...fetcher.progress() }) }, 500)

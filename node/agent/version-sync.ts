@@ -99,23 +99,27 @@ export class VersionSync {
    * timeout) is tried again a little later, a few times: it is the only exchange of that pair
    * until one of them reconnects.
    */
-  async syncWith (peer: string): Promise<void> {
+  async syncWith (peer: string): Promise<boolean> {
     for (let attempt = 0; attempt < HEADS_ATTEMPTS; attempt++) {
       if (attempt > 0) await new Promise(resolve => setTimeout(resolve, HEADS_RETRY_MS * attempt))
-      if (this.stopped) return
+      if (this.stopped) return false
       try {
         const stream = await this.libp2p.dialProtocol(peerIdFromString(peer), HEADS_PROTOCOL, { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
         const theirs = await exchangeHeads(stream, await this.localHeads(), { signal: AbortSignal.timeout(HEADS_TIMEOUT_MS) })
         await this.importHeads(theirs, peer)
-        return
+        return true
       } catch (err) {
         log.debug('heads exchange failed', { peer, attempt, error: (err as Error).message })
       }
     }
+    return false
   }
 
-  async syncAll (): Promise<void> {
-    await Promise.all(this.libp2p.getPeers().map(async p => { await this.syncWith(p.toString()) }))
+  /** Exchanges heads with every connected peer now: how many are connected, how many answered. */
+  async syncAll (): Promise<{ peers: number, answered: number }> {
+    const peers = this.libp2p.getPeers()
+    const ok = await Promise.all(peers.map(async p => await this.syncWith(p.toString())))
+    return { peers: peers.length, answered: ok.filter(Boolean).length }
   }
 
   private async localHeads (): Promise<HeadsMessage> {

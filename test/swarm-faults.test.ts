@@ -189,6 +189,37 @@ test('garbage and oversized frames on every protocol never bring the agent down'
   assert.equal(agents.agents.get('b')!.child.exitCode, null)
 })
 
+test('a peer frozen for 40 s (SIGSTOP) keeps its connection: a ping it does not answer for a while does not close it', { timeout: 120_000 }, async () => {
+  const clusterP = await agents.init('p')
+  await agents.init('q', { clusterKey: clusterP, trust: [agents.publishers.get('p')!] })
+  const p = await agents.start('p')
+  const q = await agents.start('q', { bootstrap: [p.addr] })
+  const idOf = (addr: string): string => addr.slice(addr.lastIndexOf('/') + 1)
+  const peersOf = async (name: string): Promise<Array<{ peer: string, addresses: string[] }>> =>
+    await (await ControlClient.require(agents.dataDir(name))).call<Array<{ peer: string, addresses: string[] }>>('peers')
+  await waitFor('p and q connected', async () => (await peersOf('p')).some(x => x.peer === idOf(q.addr)))
+  // q dialled p: p sees q at q's ephemeral port, which a new connection would change.
+  const before = (await peersOf('p')).find(x => x.peer === idOf(q.addr))!.addresses
+  // q's connection monitor pings p about 30 s after q started, then waits for the answer while
+  // p is frozen (the library's default closed the connection after 5 s without one).
+  const pid = p.child.pid!
+  process.kill(pid, 'SIGSTOP')
+  const gaps: number[] = []
+  try {
+    for (let i = 0; i < 40; i++) {
+      await new Promise(resolve => setTimeout(resolve, 1000))
+      if (!(await peersOf('q')).some(x => x.peer === idOf(p.addr))) gaps.push(i)
+    }
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+  assert.deepEqual(gaps, [], 'q lost its connection to the frozen p')
+  const after = (await peersOf('p')).find(x => x.peer === idOf(q.addr))?.addresses
+  assert.deepEqual(after, before, 'p sees q on the same connection')
+  await agents.stop('p')
+  await agents.stop('q')
+})
+
 test('the only holder stalls (SIGSTOP) before the tree arrives: the deploy waits for it and finishes, exact', { timeout: 120_000 }, async () => {
   // A cluster of its own, so that no other agent can answer for the stalled one.
   const frozen = join(work, 'frozen-golden')

@@ -108,7 +108,7 @@ async function readBody (req: IncomingMessage): Promise<Record<string, unknown>>
 
 async function agentAlive (socket: string): Promise<boolean> {
   return await new Promise(resolve => {
-    const req = request({ socketPath: socket, path: '/v1/ping', method: 'POST', timeout: 1000 }, (res) => { res.resume(); resolve(true) })
+    const req = request({ socketPath: socket, path: '/v1/ping', method: 'POST', timeout: 1000, agent: false }, (res) => { res.resume(); resolve(true) })
     req.on('error', () => { resolve(false) })
     req.on('timeout', () => { req.destroy(); resolve(false) })
     req.end()
@@ -146,7 +146,10 @@ export class ControlClient {
   async call<T> (name: string, body: Record<string, unknown> = {}, onEvent?: (e: unknown) => void): Promise<T> {
     return await new Promise<T>((resolve, reject) => {
       const payload = JSON.stringify(body)
-      const req = request({ socketPath: this.socket, path: `/v1/${name}`, method: 'POST', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
+      // A connection of its own (agent: false), not one kept alive from an earlier call: the
+      // agent closes an idle kept-alive connection after 5 s, and an agent busy for longer did
+      // so with this request already sent on it (read ECONNRESET).
+      const req = request({ socketPath: this.socket, path: `/v1/${name}`, method: 'POST', agent: false, headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
         let buffer = ''
         let settled = false
         res.setEncoding('utf8')

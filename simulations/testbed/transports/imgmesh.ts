@@ -251,7 +251,7 @@ export async function startSwarm (ctx: TransportContext, sopts: SwarmOptions = {
     const known = [h0.addr, ...(mesh === 'full' ? agents.map(a => a.addr) : [])]
     agents.push(...await Promise.all(group.map(async (h, j) => await startAgent(ctx, h, dataDirs[i + j + 1], known, setupDeadline, sopts.clientArgs?.(i + j) ?? []))))
   }
-  notes.push(await waitForSwarm(agents, mesh === 'full' ? [h0, ...agents] : [h0], Math.min(setupDeadline, Date.now() + 30_000 + 500 * clients.length), sopts.capture !== false))
+  notes.push(await waitForSwarm(agents, mesh === 'full' ? [h0, ...agents] : [h0], Math.min(setupDeadline, Date.now() + 30_000 + 2000 * clients.length), sopts.capture !== false))
   await sleep(Number(opt(ctx, 'settle', '1000')))
   return { h0, agents, dataDirs, notes, mesh }
 }

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'ENOSPC'
   | 'EIO'
   | 'ENOAGENT'
+  | 'EPEER'
   | 'EPROTOCOL'
   | 'ECONFLICT'
   | 'ETIMEOUT'

@@ -250,3 +250,73 @@ test('mDNS: two nodes with the same key find and dial each other', { skip: proce
     await stopAll(nodes)
   }
 })
+
+test('a node bootstrapping to 12 peers dials them at most 4 at a time and connects to all of them', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const peers = await Promise.all(Array.from({ length: 12 }, async () => await node(key)))
+    nodes.push(...peers)
+    const late = await node(key, { bootstrap: peers.map(p => p.multiaddrs()[0].toString()), start: false }); nodes.push(late)
+    let most = 0
+    const sampler = setInterval(() => { most = Math.max(most, late.dialer.active) }, 1)
+    try {
+      await late.libp2p.start()
+      await waitFor('the late node connected to all 12', () => peers.every(p => late.libp2p.getConnections(p.peerId).length > 0), 20_000)
+    } finally {
+      clearInterval(sampler)
+    }
+    assert.ok(most >= 1 && most <= 4, `dials at once: ${most}`)
+    assert.equal(late.dialer.size, 0, 'no dial left queued')
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('the dialer: one dial per peer however often asked, a failed dial says why, stop() drops queued dials', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const a = await node(key); nodes.push(a)
+    const b = await node(key); nodes.push(b)
+    const addr = [b.multiaddrs()[0]]
+    const [x, y] = await Promise.all([a.dialer.dial(b.peerId, addr), a.dialer.dial(b.peerId, addr)])
+    assert.deepEqual([x.connected, y.connected], [true, true])
+    assert.equal(a.libp2p.getConnections(b.peerId).length, 1, 'one connection')
+    assert.equal((await a.dialer.dial(a.peerId)).connected, false, 'not to itself')
+
+    // Nobody listens on this port: refused, with the reason.
+    const ghost = peerIdOf(await generatePeerKey())
+    const port = await freePort()
+    const dead = await a.dialer.dial(ghost, [multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${ghost.toString()}`)])
+    assert.equal(dead.connected, false)
+    assert.ok((dead.error ?? '').length > 0, 'a reason')
+
+    // A node stopped while dials are queued: they end, none is left waiting.
+    const c = await node(key, { start: false }); nodes.push(c)
+    const ghosts = await Promise.all(Array.from({ length: 6 }, async () => peerIdOf(await generatePeerKey())))
+    const pending = ghosts.map(g => c.dialer.dial(g, [multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${g.toString()}`)]))
+    await c.stop()
+    const ends = await Promise.all(pending)
+    assert.ok(ends.every(e => !e.connected))
+    assert.equal(c.dialer.size, 0)
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('bootstrap to more peers than dialDiscoveredBelow: dials only up to the limit', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const peers = await Promise.all(Array.from({ length: 8 }, async () => await node(key)))
+    nodes.push(...peers)
+    const late = await node(key, { bootstrap: peers.map(p => p.multiaddrs()[0].toString()), dialDiscoveredBelow: 3 }); nodes.push(late)
+    await waitFor('three connections', () => late.libp2p.getPeers().length >= 3, 10_000)
+    await waitFor('no dial running', () => late.dialer.size === 0, 10_000)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    assert.equal(late.libp2p.getPeers().length, 3)
+  } finally {
+    await stopAll(nodes)
+  }
+})

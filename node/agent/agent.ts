@@ -203,7 +203,7 @@ export class Agent {
           if (event.name !== 'PROVIDER') continue
           for (const p of event.providers) {
             if (p.id.equals(this.swarm.peerId) || this.swarm.libp2p.getConnections(p.id).length > 0) continue
-            await this.swarm.libp2p.dial(p.id, { signal: AbortSignal.timeout(5000) }).catch(() => {})
+            await this.swarm.dialer.dial(p.id, p.multiaddrs, 'provider')
           }
         }
       } catch (err) {
@@ -444,7 +444,12 @@ export class Agent {
       },
       gc: async (b) => await this.collect(typeof b.keep === 'number' ? b.keep : 5),
       rollback: async (b, events) => await this.rollback(String(b.target), events),
-      dial: async (b) => { await this.swarm.libp2p.dial(peerIdFromString(String(b.peer))); return {} }
+      dial: async (b) => {
+        const peer = peerIdFromString(String(b.peer))
+        const outcome = await this.swarm.dialer.dial(peer, [], 'operator')
+        if (!outcome.connected) throw new ImgmeshError('EPEER', `could not dial ${peer.toString()}: ${outcome.error ?? 'unknown reason'}`)
+        return {}
+      }
     }
   }
 }

@@ -13,7 +13,9 @@
  *   address: tests on loopback, NAT'd racks). A copy of a message already seen (same sender
  *   and sequence number) is dropped before its signature is checked again.
  * - Discovery: a bootstrap list (redialled while the node has too few connections) and
- *   optional mDNS under a cluster-specific service tag; discovered peers are dialled.
+ *   optional mDNS under a cluster-specific service tag; discovered peers are dialled. Every
+ *   dial the node makes on its own goes through one queue, a few at a time (peer-dialer.ts),
+ *   and a dial or an inbound handshake may take 30 s (a loaded machine, see there).
  * - The connection manager admits loopback and private ranges without the per-IP inbound
  *   rate limit (otherwise agents on one host or behind one address never connect).
  */
@@ -27,13 +29,13 @@ import { ping, type Ping } from '@libp2p/ping'
 import { kadDHT, type KadDHT, type KadDHTInit } from '@libp2p/kad-dht'
 import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub'
 import { mdns } from '@libp2p/mdns'
-import { bootstrap } from '@libp2p/bootstrap'
 import { preSharedKey } from '@libp2p/pnet'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 import { clusterKeyId, clusterPnetPsk, clusterPrologue, validateClusterKey } from './cluster-key.ts'
+import { DIAL_TIMEOUT_MS, PeerDialer } from './peer-dialer.ts'
 
 const log = createLogger('swarm')
 /** How often the connection monitor pings each connection (the library: 10 s). */
@@ -114,6 +116,8 @@ export interface SwarmNode {
   /** Fingerprint of the cluster key (never the key). */
   readonly clusterId: string
   readonly gate: ClusterGate
+  /** The queue every dial of this node should go through. */
+  readonly dialer: PeerDialer
   /** Dialable addresses, each ending in /p2p/<peer id>. */
   multiaddrs: () => Multiaddr[]
   /** Stops timers, discovery and the libp2p node; safe to call twice. */
@@ -176,7 +180,6 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
   const mdnsOpts: MdnsOptions | null = opts.mdns === true ? {} : opts.mdns === false || opts.mdns === undefined ? null : opts.mdns
 
   const peerDiscovery: NonNullable<Libp2pOptions<SwarmServices>['peerDiscovery']> = []
-  if (bootstrapList.length > 0) peerDiscovery.push(bootstrap({ list: bootstrapList, timeout: 100 }))
   if (mdnsOpts !== null) peerDiscovery.push(mdns({ serviceTag: mdnsServiceTag(clusterId), interval: mdnsOpts.interval ?? 10_000 }))
 
   const libp2p = await createLibp2p<SwarmServices>({
@@ -193,7 +196,10 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
     peerDiscovery,
     connectionManager: {
       allow: [...(opts.allow ?? LAN_ALLOW_LIST)],
-      maxConnections: opts.maxConnections ?? 300
+      maxConnections: opts.maxConnections ?? 300,
+      dialTimeout: DIAL_TIMEOUT_MS,
+      addressDialTimeout: DIAL_TIMEOUT_MS,
+      inboundUpgradeTimeout: DIAL_TIMEOUT_MS
     },
     // The connection monitor pings every connection (for its round-trip time) but closes none:
     // by default it closed a connection whose ping failed or took 5 s, and on a busy machine a
@@ -235,47 +241,48 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
     }
   })
 
+  const dialer = new PeerDialer(libp2p)
   const dialDiscoveredBelow = opts.dialDiscoveredBelow ?? 32
-  const dialing = new Set<string>()
+  // Counts the dials queued too: a node that learns of 50 peers at once dials up to the limit.
+  const belowDialLimit = (): boolean => libp2p.getPeers().length + dialer.size < dialDiscoveredBelow
   const onDiscovery = (evt: CustomEvent<PeerInfo>): void => {
     const info = evt.detail
-    const key = info.id.toString()
-    if (info.id.equals(libp2p.peerId) || dialing.has(key)) return
-    if (libp2p.getConnections(info.id).length > 0) return
-    if (libp2p.getPeers().length >= dialDiscoveredBelow) return
-    dialing.add(key)
-    const target = info.multiaddrs.length > 0 ? info.multiaddrs : info.id
-    libp2p.dial(target, { signal: AbortSignal.timeout(10_000) })
-      .then(() => { log.debug('dialled discovered peer', { peer: key }) })
-      .catch((err: unknown) => { log.debug('could not dial discovered peer', { peer: key, error: (err as Error).message }) })
-      .finally(() => { dialing.delete(key) })
+    if (dialer.has(info.id) || libp2p.getConnections(info.id).length > 0 || !belowDialLimit()) return
+    void dialer.dial(info.id, info.multiaddrs, 'discovered')
   }
   libp2p.addEventListener('peer:discovery', onDiscovery)
 
-  let redialTimer: NodeJS.Timeout | undefined
-  const redialBootstrap = (): void => {
+  // Bootstrap: every listed peer is dialled once at start (up to the dial limit), and again
+  // every bootstrapRedialInterval while fewer than bootstrapMinConnections peers are connected.
+  const dialBootstrap = (all: boolean): void => {
     if (libp2p.status !== 'started') return
-    if (libp2p.getPeers().length >= (opts.bootstrapMinConnections ?? 4)) return
+    if (!all && libp2p.getPeers().length >= (opts.bootstrapMinConnections ?? 4)) return
     for (const p of bootstrapPeers) {
-      if (p.id.equals(libp2p.peerId) || libp2p.getConnections(p.id).length > 0) continue
-      const key = p.id.toString()
-      if (dialing.has(key)) continue
-      dialing.add(key)
-      libp2p.dial(p.addr, { signal: AbortSignal.timeout(10_000) })
-        .catch((err: unknown) => { log.debug('bootstrap dial failed', { addr: p.addr.toString(), error: (err as Error).message }) })
-        .finally(() => { dialing.delete(key) })
+      if (dialer.has(p.id) || libp2p.getConnections(p.id).length > 0) continue
+      if (all && !belowDialLimit()) break
+      void dialer.dial(p.id, [p.addr], 'bootstrap')
     }
   }
 
+  let redialTimer: NodeJS.Timeout | undefined
   let stopped = false
   const stop = async (): Promise<void> => {
     if (stopped) return
     stopped = true
     if (redialTimer !== undefined) clearInterval(redialTimer)
     libp2p.removeEventListener('peer:discovery', onDiscovery)
+    dialer.stop()
     await libp2p.stop()
   }
 
+  if (bootstrapPeers.length > 0) {
+    for (const p of bootstrapPeers) {
+      if (!p.id.equals(libp2p.peerId)) await libp2p.peerStore.merge(p.id, { multiaddrs: [p.addr] })
+    }
+    libp2p.addEventListener('start', () => { dialBootstrap(true) }, { once: true })
+    redialTimer = setInterval(() => { dialBootstrap(false) }, opts.bootstrapRedialInterval ?? 10_000)
+    redialTimer.unref()
+  }
   if (opts.start !== false) {
     try {
       await libp2p.start()
@@ -285,16 +292,13 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
     }
     log.info('swarm node started', { peer: libp2p.peerId.toString(), cluster: clusterId, gate, addrs: libp2p.getMultiaddrs().map(a => a.toString()) })
   }
-  if (bootstrapPeers.length > 0) {
-    redialTimer = setInterval(redialBootstrap, opts.bootstrapRedialInterval ?? 10_000)
-    redialTimer.unref()
-  }
 
   return {
     libp2p,
     peerId: libp2p.peerId,
     clusterId,
     gate,
+    dialer,
     multiaddrs: () => libp2p.getMultiaddrs(),
     stop
   }

@@ -10,9 +10,11 @@
  * host namespace, so no end ever lives in the root namespace. Addresses exist only inside host
  * namespaces, there is no default route anywhere, and the bridge has no address. Every link is
  * shaped with htb to RATE on both ends (host eth0 egress = upload, switch vI egress = download).
+ * The kernel's neighbour tables, shared by all namespaces, are enlarged for the run and restored
+ * after (raiseNeighbourTables).
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 
 // ---------------------------------------------------------------------------------------------
@@ -318,12 +320,35 @@ function deleteNamespace (ns: string): void {
  * Creates the switch namespace and N+1 host namespaces, links and shapes them, checks isolation,
  * and registers their removal with the cleanup registry.
  */
+/**
+ * The kernel's neighbour (ARP, NDP) tables are shared by every network namespace, and by default
+ * hold at most 1,024 entries (gc_thresh3): with every host talking to every other, 32 hosts fill
+ * it, and a 33rd host can resolve no address ("neighbor table overflow", its SYNs fail with
+ * ENOBUFS and are never sent). Raised for the run so that each of `hosts` can hold an entry for
+ * every other, and restored at cleanup. Never lowered.
+ */
+function raiseNeighbourTables (hosts: number): void {
+  const need = hosts * hosts
+  for (const family of ['ipv4', 'ipv6']) {
+    const want: Record<string, number> = { gc_thresh1: need, gc_thresh2: need + 512, gc_thresh3: need + 1024 }
+    for (const [name, value] of Object.entries(want)) {
+      const file = `/proc/sys/net/${family}/neigh/default/${name}`
+      if (!existsSync(file)) continue
+      const before = Number(readFileSync(file, 'utf8').trim())
+      if (!(before < value)) continue
+      writeFileSync(file, `${value}\n`)
+      onCleanup(`${family} neighbour ${name}`, () => { writeFileSync(file, `${before}\n`) })
+    }
+  }
+}
+
 export function createTestbed (prefix: string, clients: number, rate: Rate): Testbed {
   if (!/^[a-z0-9-]{1,32}$/.test(prefix)) throw new Error(`bad namespace prefix ${prefix}`)
   if (!(clients >= 1 && clients <= 250)) throw new Error('clients must be 1..250')
   const existing = listNamespaces(prefix)
   if (existing.length > 0) throw new Error(`namespaces with prefix ${prefix} already exist: ${existing.join(' ')}`)
   const switchNs = `${prefix}sw`
+  raiseNeighbourTables(clients + 1)
   const hosts: Host[] = []
   for (let i = 0; i <= clients; i++) {
     hosts.push({ index: i, name: `h${i}`, ns: `${prefix}h${i}`, addr: hostAddr(i), ifname: 'eth0', swIf: `v${i}` })

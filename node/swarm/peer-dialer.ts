@@ -4,9 +4,8 @@
  *
  * An agent started into a formed swarm learns of every peer at once (a bootstrap list of 50,
  * an mDNS answer per host). Dialled all together on a loaded machine, each noise handshake
- * waits for a CPU behind the others and misses its timeout on both sides, and every retry
- * starts the same race again: on the 50-client testbed the last 18 agents had no connection
- * at all after two minutes. A queue that runs DIALS_AT_ONCE dials, each allowed
+ * waits for a CPU behind the others and may miss its timeout on both sides, and every retry
+ * starts the same race again. A queue that runs DIALS_AT_ONCE dials, each allowed
  * DIAL_TIMEOUT_MS, connects them one after another instead.
  *
  * One dial per peer: asking again for a peer already queued or being dialled returns the same

@@ -18,6 +18,13 @@ async function node (clusterKey: Uint8Array, extra: Partial<SwarmNodeOptions> = 
   return await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: LOOPBACK, mdns: false, ...extra })
 }
 
+/** Starts `n` nodes (added to `nodes`, for stopAll) and returns a bootstrap list of them. */
+async function bootstrapPeers (key: Uint8Array, n: number, nodes: SwarmNode[]): Promise<{ peers: SwarmNode[], list: string[] }> {
+  const peers = await Promise.all(Array.from({ length: n }, async () => await node(key)))
+  nodes.push(...peers)
+  return { peers, list: peers.map(p => p.multiaddrs()[0].toString()) }
+}
+
 async function stopAll (nodes: SwarmNode[]): Promise<void> {
   await Promise.allSettled(nodes.map(async n => { await n.stop() }))
 }
@@ -255,9 +262,8 @@ test('a node bootstrapping to 12 peers dials them at most 4 at a time and connec
   const key = generateClusterKey()
   const nodes: SwarmNode[] = []
   try {
-    const peers = await Promise.all(Array.from({ length: 12 }, async () => await node(key)))
-    nodes.push(...peers)
-    const late = await node(key, { bootstrap: peers.map(p => p.multiaddrs()[0].toString()), start: false }); nodes.push(late)
+    const { peers, list } = await bootstrapPeers(key, 12, nodes)
+    const late = await node(key, { bootstrap: list, start: false }); nodes.push(late)
     let most = 0
     const sampler = setInterval(() => { most = Math.max(most, late.dialer.active) }, 1)
     try {
@@ -309,9 +315,8 @@ test('bootstrap to more peers than dialDiscoveredBelow: dials only up to the lim
   const key = generateClusterKey()
   const nodes: SwarmNode[] = []
   try {
-    const peers = await Promise.all(Array.from({ length: 8 }, async () => await node(key)))
-    nodes.push(...peers)
-    const late = await node(key, { bootstrap: peers.map(p => p.multiaddrs()[0].toString()), dialDiscoveredBelow: 3 }); nodes.push(late)
+    const { list } = await bootstrapPeers(key, 8, nodes)
+    const late = await node(key, { bootstrap: list, dialDiscoveredBelow: 3 }); nodes.push(late)
     await waitFor('three connections', () => late.libp2p.getPeers().length >= 3, 10_000)
     await waitFor('no dial running', () => late.dialer.size === 0, 10_000)
     await new Promise(resolve => setTimeout(resolve, 500))

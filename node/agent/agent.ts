@@ -201,10 +201,8 @@ export class Agent {
       try {
         for await (const event of dht.findProviders(cid, { signal: AbortSignal.timeout(10_000) })) {
           if (event.name !== 'PROVIDER') continue
-          for (const p of event.providers) {
-            if (p.id.equals(this.swarm.peerId) || this.swarm.libp2p.getConnections(p.id).length > 0) continue
-            await this.swarm.dialer.dial(p.id, p.multiaddrs, 'provider')
-          }
+          // the dialer skips this node and peers already connected
+          for (const p of event.providers) await this.swarm.dialer.dial(p.id, p.multiaddrs, 'provider')
         }
       } catch (err) {
         log.debug('findProviders ended', { cid: cid.toString(), error: (err as Error).message })

@@ -249,8 +249,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
     const info = evt.detail
     // The bootstrap addresses merged into the peer store before start are "discovered" too;
     // they are dialled once the node has started (dialBootstrap).
-    if (libp2p.status !== 'started') return
-    if (dialer.has(info.id) || libp2p.getConnections(info.id).length > 0 || !belowDialLimit()) return
+    if (libp2p.status !== 'started' || !belowDialLimit()) return
     void dialer.dial(info.id, info.multiaddrs, 'discovered')
   }
   libp2p.addEventListener('peer:discovery', onDiscovery)

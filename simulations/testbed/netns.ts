@@ -317,10 +317,6 @@ function deleteNamespace (ns: string): void {
 }
 
 /**
- * Creates the switch namespace and N+1 host namespaces, links and shapes them, checks isolation,
- * and registers their removal with the cleanup registry.
- */
-/**
  * The kernel's neighbour (ARP, NDP) tables are shared by every network namespace, and by default
  * hold at most 1,024 entries (gc_thresh3): with every host talking to every other, 32 hosts fill
  * it, and a 33rd host can resolve no address ("neighbor table overflow", its SYNs fail with
@@ -342,6 +338,10 @@ function raiseNeighbourTables (hosts: number): void {
   }
 }
 
+/**
+ * Creates the switch namespace and N+1 host namespaces, links and shapes them, checks isolation,
+ * and registers their removal with the cleanup registry.
+ */
 export function createTestbed (prefix: string, clients: number, rate: Rate): Testbed {
   if (!/^[a-z0-9-]{1,32}$/.test(prefix)) throw new Error(`bad namespace prefix ${prefix}`)
   if (!(clients >= 1 && clients <= 250)) throw new Error('clients must be 1..250')

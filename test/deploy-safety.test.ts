@@ -145,9 +145,15 @@ test('a deploy killed midway leaves no half-written file under a real name, and 
   const blocksBefore = (await collect(store.blocks.cids())).length
   const target = join(work, 'target-kill')
   const child = spawn(process.execPath, [CLI, 'deploy', 'k', target, '--data-dir', data], { stdio: 'ignore' })
-  await new Promise(resolve => setTimeout(resolve, 700))
+  // Listen from the start, so that an early exit is not missed.
+  let exited = false
+  const closed = new Promise<string | null>(resolve => child.once('close', (_code, signal) => { exited = true; resolve(signal) }))
+  // Kill it once writing has begun (bounded wait: 20 s).
+  for (let i = 0; i < 200 && !exited && !(await hasEntries(target)); i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
   child.kill('SIGKILL')
-  await new Promise(resolve => child.once('close', resolve))
+  assert.equal(await closed, 'SIGKILL', 'the deploy ended before it could be killed')
   // Every file under a real name is complete: equal to the source.
   const check = rsyncDifferences(src, target).filter(l => /^>f/.test(l) && !l.includes('+++++++++'))
   assert.deepEqual(check, [], 'files exist with wrong content')
@@ -156,6 +162,14 @@ test('a deploy killed midway leaves no half-written file under a real name, and 
   assert.deepEqual(rsyncDifferences(src, target), [])
   assert.equal((await collect(store.blocks.cids())).length, blocksBefore)
 })
+
+async function hasEntries (dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length > 0
+  } catch {
+    return false
+  }
+}
 
 async function collect<T> (it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = []

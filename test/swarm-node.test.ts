@@ -188,7 +188,7 @@ test('bootstrap peers are redialled until they come up', async () => {
     const laterKey = await generatePeerKey()
     const port = await freePort()
     const addr = `/ip4/127.0.0.1/tcp/${port}/p2p/${peerIdOf(laterKey).toString()}`
-    const d = await node(key, { bootstrap: [addr], bootstrapRedialInterval: 200 }); nodes.push(d)
+    const d = await node(key, { bootstrap: [addr], topUpInterval: 200 }); nodes.push(d)
     await new Promise(resolve => setTimeout(resolve, 400))
     const later = await createSwarmNode({ privateKey: laterKey, clusterKey: key, listen: [`/ip4/127.0.0.1/tcp/${port}`] }); nodes.push(later)
     await waitFor('d connects to the late bootstrap peer', () => d.libp2p.getConnections(later.peerId).length > 0, 5000)
@@ -311,16 +311,64 @@ test('the dialer: one dial per peer however often asked, a failed dial says why,
   }
 })
 
-test('bootstrap to more peers than dialDiscoveredBelow: dials only up to the limit', async () => {
+test('bootstrap to more peers than `peers`: dials only up to the limit', async () => {
   const key = generateClusterKey()
   const nodes: SwarmNode[] = []
   try {
     const { list } = await bootstrapPeers(key, 8, nodes)
-    const late = await node(key, { bootstrap: list, dialDiscoveredBelow: 3 }); nodes.push(late)
+    const late = await node(key, { bootstrap: list, peers: 3 }); nodes.push(late)
     await waitFor('three connections', () => late.libp2p.getPeers().length >= 3, 10_000)
     await waitFor('no dial running', () => late.dialer.size === 0, 10_000)
     await new Promise(resolve => setTimeout(resolve, 500))
     assert.equal(late.libp2p.getPeers().length, 3)
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('nodes with one bootstrap list dial it in different orders, and refuse inbound connections past maxConnections', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const { peers, list } = await bootstrapPeers(key, 8, nodes)
+    const late = await Promise.all(Array.from({ length: 6 }, async () => await node(key, { bootstrap: list, peers: 2 })))
+    nodes.push(...late)
+    await waitFor('two connections each', () => late.every(n => n.libp2p.getPeers().length >= 2), 15_000)
+    const dialled = new Set(late.flatMap(n => n.libp2p.getPeers().map(String)))
+    // All six taking the same first two of eight in list order would be the unshuffled list.
+    assert.ok(dialled.size > 2, `the six nodes dialled ${dialled.size} distinct peers`)
+
+    // A node that accepts 3 connections: the 4th and 5th inbound are refused, the first 3 stay.
+    const small = await node(key, { peers: 1, maxConnections: 3 }); nodes.push(small)
+    const addr = [small.multiaddrs()[0]]
+    const outcomes = []
+    for (const p of peers.slice(0, 5)) outcomes.push(await p.dialer.dial(small.peerId, addr))
+    await new Promise(resolve => setTimeout(resolve, 300))
+    assert.equal(small.libp2p.getPeers().length, 3)
+    assert.deepEqual(outcomes.slice(0, 3).map(o => o.connected), [true, true, true])
+    // The refused ones see the socket closed (during or right after the handshake).
+    assert.deepEqual(peers.slice(0, 5).map(p => p.libp2p.getConnections(small.peerId).length > 0), [true, true, true, false, false])
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('a node tops its connections up from its candidates when a peer goes away', async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const { peers, list } = await bootstrapPeers(key, 4, nodes)
+    const n = await node(key, { bootstrap: list, peers: 2, topUpInterval: 200 }); nodes.push(n)
+    await waitFor('two connections', () => n.libp2p.getPeers().length === 2, 10_000)
+    const first = n.libp2p.getPeers().map(String)
+    const gone = peers.find(p => p.peerId.toString() === first[0]) as SwarmNode
+    await gone.stop()
+    await waitFor('back to two connections, with another peer', () => {
+      const now = n.libp2p.getPeers().map(String)
+      return now.length === 2 && !now.includes(first[0])
+    }, 10_000)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    assert.equal(n.libp2p.getPeers().length, 2, 'no more than `peers`')
   } finally {
     await stopAll(nodes)
   }

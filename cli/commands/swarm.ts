@@ -70,6 +70,7 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('bootstrap', { type: 'string', array: true, describe: 'multiaddr of a peer to join through, ending in /p2p/<peer id>' })
       .option('mdns', { type: 'boolean', default: true, describe: 'find peers on the LAN by mDNS (--no-mdns to turn off)' })
       .option('api', { type: 'string', describe: 'control socket path (default agent.sock in the data dir)' })
+      .option('peers', { type: 'number', describe: 'connections the agent dials up to and keeps (default 16); it accepts up to 3 × as many' })
       .option('max-in-flight', { type: 'number', describe: 'block requests in flight per peer' })
       .option('upload-limit', { type: 'string', describe: 'cap on upload to peers, bytes per second (suffixes k, M, G; e.g. 50M)' })
       .option('group', { type: 'string', array: true, describe: 'group this node belongs to (assignments name groups); repeat for several, first wins' })
@@ -84,6 +85,7 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         log.error('unhandled rejection', { error: reason instanceof Error ? reason.message : String(reason), code: reason instanceof ImgmeshError ? reason.code : undefined })
       })
       const agent = await Agent.start({ dataDir: a.dataDir, listen: a.listen, bootstrap: a.bootstrap, mdns: a.mdns, api: a.api,
+        peers: a.peers,
         maxInFlight: a.maxInFlight,
         uploadLimit: a.uploadLimit === undefined ? undefined : parseSize(a.uploadLimit),
         groups: a.group,

@@ -44,6 +44,8 @@ export interface AgentOptions {
   mdns?: boolean
   /** Requests in flight per peer. */
   maxInFlight?: number
+  /** Connections the node dials up to and keeps (swarm option `peers`). */
+  peers?: number
   /** Control socket path (default: agent.sock in the data dir). */
   api?: string
   /** Cap on the bytes per second this agent uploads to peers. */
@@ -125,7 +127,8 @@ export class Agent {
       clusterKey: identity.clusterKey,
       listen: opts.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
       bootstrap: opts.bootstrap ?? [],
-      mdns: opts.mdns ?? false
+      mdns: opts.mdns ?? false,
+      peers: opts.peers
     })
     const agent = new Agent(store, identity, swarm, opts)
     if (opts.maxInFlight !== undefined) agent.maxInFlight = opts.maxInFlight

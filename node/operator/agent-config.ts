@@ -39,6 +39,7 @@ export const AGENT_CONFIG_KEYS: readonly AgentConfigKey[] = [
   { key: 'bootstrap', kind: 'list', env: 'IMGMESH_BOOTSTRAP', help: 'Peers to join through, each ending in /p2p/<peer id> (`imgmesh keys` on that node prints it). Redialled while the node has few peers.', example: '[/ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...]' },
   { key: 'mdns', kind: 'boolean', env: 'IMGMESH_MDNS', help: 'Find peers of the same cluster on the LAN by mDNS (multicast on every interface).', example: 'true', set: true },
   { key: 'api', kind: 'string', env: 'IMGMESH_API', help: 'Control socket path for the CLI (default: agent.sock in the data dir).', example: '/run/imgmesh/agent.sock' },
+  { key: 'peers', kind: 'number', env: 'IMGMESH_PEERS', help: 'Connections the agent dials up to and keeps topped up; it accepts up to three times as many. More cost CPU on every node without making a deployment faster.', example: '16' },
   { key: 'max-in-flight', kind: 'number', env: 'IMGMESH_MAX_IN_FLIGHT', help: 'Block requests in flight per peer while fetching.', example: '32' },
   { key: 'upload-limit', kind: 'string', env: 'IMGMESH_UPLOAD_LIMIT', help: 'Cap on what this node uploads to peers, bytes per second (suffixes k, M, G). Unset: no cap.', example: '50M' },
   { key: 'group', kind: 'list', env: 'IMGMESH_GROUP', help: 'Groups this node belongs to; assignments (`imgmesh assign`) name groups. The first group with an assignment wins.', example: '[lab1]' },

@@ -36,6 +36,7 @@ import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 import { clusterKeyId, clusterPnetPsk, clusterPrologue, validateClusterKey } from './cluster-key.ts'
 import { DIAL_TIMEOUT_MS, PeerDialer } from './peer-dialer.ts'
+import { DEFAULT_PEERS, PeerKeeper } from './peer-keeper.ts'
 
 const log = createLogger('swarm')
 /** How often the connection monitor pings each connection (the library: 10 s). */
@@ -45,18 +46,14 @@ const PING_TIMEOUT_MS = 25_000
 
 export const DHT_PROTOCOL = '/imgmesh/kad/1.0.0'
 
-/** Loopback, RFC 1918, CGNAT, link-local and ULA ranges: admitted without the per-IP rate limit. */
-export const LAN_ALLOW_LIST: readonly string[] = [
-  '/ip4/127.0.0.0/ipcidr/8',
-  '/ip4/10.0.0.0/ipcidr/8',
-  '/ip4/172.16.0.0/ipcidr/12',
-  '/ip4/192.168.0.0/ipcidr/16',
-  '/ip4/100.64.0.0/ipcidr/10',
-  '/ip4/169.254.0.0/ipcidr/16',
-  '/ip6/::1/ipcidr/128',
-  '/ip6/fc00::/ipcidr/7',
-  '/ip6/fe80::/ipcidr/10'
-]
+/**
+ * Inbound connections accepted per remote IP address per second. The library's 5 is meant for
+ * public networks; 50 agents started into one LAN swarm at once, or many on one host, exceed it,
+ * while the cluster key keeps outsiders out in the handshake.
+ */
+const INBOUND_PER_HOST_PER_SECOND = 100
+/** Inbound handshakes under way at once (the library: 10). */
+const INBOUND_PENDING = 32
 
 export type ClusterGate = 'prologue' | 'pnet'
 
@@ -86,19 +83,23 @@ export interface SwarmNodeOptions {
   announce?: string[]
   /** Bootstrap peers: multiaddrs ending in /p2p/<peer id>. */
   bootstrap?: string[]
-  /** While fewer than this many peers are connected, bootstrap peers are redialled (default 4). */
-  bootstrapMinConnections?: number
-  /** How often to check (ms, default 10 s). */
-  bootstrapRedialInterval?: number
+  /**
+   * Connections this node dials up to, from its bootstrap list and the peers discovery finds
+   * (default DEFAULT_PEERS, see peer-keeper.ts); kept topped up as connections close.
+   */
+  peers?: number
+  /** How often the node tops its connections up (ms, default 10 s). */
+  topUpInterval?: number
   /** mDNS discovery on the LAN. Off unless set (it multicasts on every interface). */
   mdns?: boolean | MdnsOptions
-  /** Peers found by discovery are dialled while fewer than this many are connected (default 32). */
-  dialDiscoveredBelow?: number
   /** How the cluster key gates connections (default 'prologue'). */
   gate?: ClusterGate
-  /** Multiaddrs (with /ipcidr) admitted without the inbound rate limit. Default: LAN_ALLOW_LIST. */
+  /** Multiaddrs (with /ipcidr) always admitted, beyond maxConnections too. Default: none. */
   allow?: string[]
-  /** Maximum open connections (default 300). */
+  /**
+   * Open connections at most, inbound ones included: above it, inbound connections are refused
+   * and the library prunes the least valued (default: 3 × peers, at least 32).
+   */
   maxConnections?: number
   /** Overrides of the kad-dht settings. */
   dht?: Partial<KadDHTInit>
@@ -118,6 +119,8 @@ export interface SwarmNode {
   readonly gate: ClusterGate
   /** The queue every dial of this node should go through. */
   readonly dialer: PeerDialer
+  /** Keeps the node connected to about `peers` others (peer-keeper.ts). */
+  readonly keeper: PeerKeeper
   /** Dialable addresses, each ending in /p2p/<peer id>. */
   multiaddrs: () => Multiaddr[]
   /** Stops timers, discovery and the libp2p node; safe to call twice. */
@@ -182,6 +185,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
   const peerDiscovery: NonNullable<Libp2pOptions<SwarmServices>['peerDiscovery']> = []
   if (mdnsOpts !== null) peerDiscovery.push(mdns({ serviceTag: mdnsServiceTag(clusterId), interval: mdnsOpts.interval ?? 10_000 }))
 
+  const peers = Math.max(1, opts.peers ?? DEFAULT_PEERS)
   const libp2p = await createLibp2p<SwarmServices>({
     privateKey: opts.privateKey,
     start: false,
@@ -195,8 +199,10 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
     streamMuxers: [yamux({ maxEarlyStreams: opts.maxEarlyStreams ?? 64 })],
     peerDiscovery,
     connectionManager: {
-      allow: [...(opts.allow ?? LAN_ALLOW_LIST)],
-      maxConnections: opts.maxConnections ?? 300,
+      allow: [...(opts.allow ?? [])],
+      maxConnections: opts.maxConnections ?? Math.max(32, 3 * peers),
+      inboundConnectionThreshold: INBOUND_PER_HOST_PER_SECOND,
+      maxIncomingPendingConnections: INBOUND_PENDING,
       dialTimeout: DIAL_TIMEOUT_MS,
       addressDialTimeout: DIAL_TIMEOUT_MS,
       inboundUpgradeTimeout: DIAL_TIMEOUT_MS
@@ -242,49 +248,30 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
   })
 
   const dialer = new PeerDialer(libp2p)
-  const dialDiscoveredBelow = opts.dialDiscoveredBelow ?? 32
-  // Counts the dials queued too: a node that learns of 50 peers at once dials up to the limit.
-  const belowDialLimit = (): boolean => libp2p.getPeers().length + dialer.size < dialDiscoveredBelow
+  const keeper = new PeerKeeper(libp2p, dialer, { peers, intervalMs: opts.topUpInterval })
   const onDiscovery = (evt: CustomEvent<PeerInfo>): void => {
-    const info = evt.detail
-    // The bootstrap addresses merged into the peer store before start are "discovered" too;
-    // they are dialled once the node has started (dialBootstrap).
-    if (libp2p.status !== 'started' || !belowDialLimit()) return
-    void dialer.dial(info.id, info.multiaddrs, 'discovered')
+    keeper.add([{ id: evt.detail.id, addrs: evt.detail.multiaddrs }])
   }
   libp2p.addEventListener('peer:discovery', onDiscovery)
 
-  // Bootstrap: every listed peer is dialled once at start (up to the dial limit), and again
-  // every bootstrapRedialInterval while fewer than bootstrapMinConnections peers are connected.
-  const dialBootstrap = (all: boolean): void => {
-    if (libp2p.status !== 'started') return
-    if (!all && libp2p.getPeers().length >= (opts.bootstrapMinConnections ?? 4)) return
-    for (const p of bootstrapPeers) {
-      if (dialer.has(p.id) || libp2p.getConnections(p.id).length > 0) continue
-      if (all && !belowDialLimit()) break
-      void dialer.dial(p.id, [p.addr], 'bootstrap')
-    }
-  }
-
-  let redialTimer: NodeJS.Timeout | undefined
   let stopped = false
   const stop = async (): Promise<void> => {
     if (stopped) return
     stopped = true
-    if (redialTimer !== undefined) clearInterval(redialTimer)
+    keeper.stop()
     libp2p.removeEventListener('peer:discovery', onDiscovery)
     dialer.stop()
     await libp2p.stop()
   }
 
-  if (bootstrapPeers.length > 0) {
-    for (const p of bootstrapPeers) {
-      if (!p.id.equals(libp2p.peerId)) await libp2p.peerStore.merge(p.id, { multiaddrs: [p.addr] })
-    }
-    libp2p.addEventListener('start', () => { dialBootstrap(true) }, { once: true })
-    redialTimer = setInterval(() => { dialBootstrap(false) }, opts.bootstrapRedialInterval ?? 10_000)
-    redialTimer.unref()
+  // Bootstrap peers go into the peer store (so that other parts find their addresses) and to the
+  // keeper, in random order; it dials them once the node has started.
+  // keeper first: merging fires peer:discovery, which would add them in list order.
+  keeper.add(bootstrapPeers.map(p => ({ id: p.id, addrs: [p.addr] })), true)
+  for (const p of bootstrapPeers) {
+    if (!p.id.equals(libp2p.peerId)) await libp2p.peerStore.merge(p.id, { multiaddrs: [p.addr] })
   }
+  libp2p.addEventListener('start', () => { keeper.start() }, { once: true })
   if (opts.start !== false) {
     try {
       await libp2p.start()
@@ -301,6 +288,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
     clusterId,
     gate,
     dialer,
+    keeper,
     multiaddrs: () => libp2p.getMultiaddrs(),
     stop
   }

@@ -23,7 +23,10 @@
  * End: each agent's status (traffic) is saved in the transport's directory, then ctx.stopAll()
  * stops every agent by pid.
  *
- * Options (--opt imgmesh.KEY=VALUE): client=api|cli, mesh=full|h0, mdns=on|off (default off),
+ * Options (--opt imgmesh.KEY=VALUE): client=api|cli, mesh=peers|full|h0 (peers, the default: every
+ * agent keeps `peers` connections of its own choosing, see node/swarm/peer-keeper.ts; full: every
+ * agent connected to every other; h0: clients bootstrap to h0 alone), peers=K (the agents'
+ * --peers, default 16; mesh=full passes N+1), mdns=on|off (default off),
  * compress=zstd|off (blocks on the wire; IMGMESH_WIRE_COMPRESSION of the agents), cache-mb=N
  * (IMGMESH_BLOCK_CACHE_MB), max-in-flight=N, upload-limit=SIZE (e.g. 6M), log=LEVEL (IMGMESH_LOG of the agents, e.g.
  * info), start-batch=N (agents started at once during setup, default 4), settle=MS (pause after
@@ -129,6 +132,8 @@ async function startAgent (ctx: TransportContext, host: Host, dataDir: string, b
     opt(ctx, 'mdns', 'off') === 'on' ? '--mdns' : '--no-mdns'
   ]
   for (const b of bootstrap) args.push('--bootstrap', b)
+  const peers = peersOf(ctx)
+  if (peers !== undefined) args.push('--peers', String(peers))
   args.push(...extra)
   if (ctx.options['max-in-flight'] !== undefined) args.push('--max-in-flight', ctx.options['max-in-flight'])
   if (ctx.options['upload-limit'] !== undefined) args.push('--upload-limit', ctx.options['upload-limit'])
@@ -149,13 +154,22 @@ async function startAgent (ctx: TransportContext, host: Host, dataDir: string, b
   return { host, dataDir, proc, log, addr, client }
 }
 
+/** The agents' --peers: the `peers` option, N+1 for a full mesh (so that the cap fits it), else unset. */
+function peersOf (ctx: TransportContext): number | undefined {
+  const mesh = opt(ctx, 'mesh', 'peers')
+  if (mesh === 'full') return ctx.tb.clients.length + 1
+  if (mesh === 'peers') return Number(opt(ctx, 'peers', '16'))
+  return undefined
+}
+
 /**
- * Polls until every client agent is connected to every agent in `mesh` (besides itself) and knows
- * the image, dialling missing peers through the agents' control sockets (a bootstrap dial can
- * fail on a loaded machine and is retried by libp2p only below 4 connections), or until the
- * deadline. Returns a note.
+ * Polls until every client agent knows the image and is connected to every agent in `mesh`
+ * (besides itself), or, with `minPeers`, to at least that many of them, or until the deadline.
+ * For a full mesh, missing peers are dialled through the agents' control sockets (a bootstrap
+ * dial can fail on a loaded machine); with `minPeers` the agents choose their peers themselves.
+ * Returns a note.
  */
-async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadline: number, mustKnow = true): Promise<string> {
+async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadline: number, mustKnow = true, minPeers?: number): Promise<string> {
   const started = Date.now()
   const idOf = (a: AgentHandle): string => a.addr.slice(a.addr.lastIndexOf('/') + 1)
   let last = ''
@@ -170,11 +184,12 @@ async function waitForSwarm (clients: AgentHandle[], mesh: AgentHandle[], deadli
         return { a, missing: mesh.filter(m => m !== a), knows: false }
       }
     }))
-    const missing = states.reduce((n, s) => n + s.missing.length, 0)
+    const need = (s: { missing: AgentHandle[] }): number => minPeers === undefined ? s.missing.length : Math.max(0, minPeers - (mesh.length - 1 - s.missing.length))
+    const missing = states.reduce((n, s) => n + need(s), 0)
     const knowing = states.filter(s => s.knows).length
     last = `${missing} missing connection(s), ${knowing}/${clients.length} know the image`
     if (missing === 0 && (knowing === clients.length || !mustKnow)) return `swarm formed in ${((Date.now() - started) / 1000).toFixed(1)} s`
-    if (Date.now() - lastDial > 3000) {
+    if (minPeers === undefined && Date.now() - lastDial > 3000) {
       lastDial = Date.now()
       for (const s of states) for (const m of s.missing) s.a.client.call('dial', { peer: idOf(m) }).catch(() => {})
     }
@@ -208,8 +223,8 @@ export async function startSwarm (ctx: TransportContext, sopts: SwarmOptions = {
   const notes: string[] = []
   const { server, clients } = ctx.tb
   const setupDeadline = Math.min(ctx.deadline, Date.now() + 300_000 + clients.length * 5000)
-  const mesh = opt(ctx, 'mesh', 'full')
-  if (mesh !== 'full' && mesh !== 'h0') throw new Error('imgmesh.mesh must be full or h0')
+  const mesh = opt(ctx, 'mesh', 'peers')
+  if (mesh !== 'full' && mesh !== 'h0' && mesh !== 'peers') throw new Error('imgmesh.mesh must be peers, full or h0')
   const batch = Math.max(1, Number(opt(ctx, 'start-batch', '4')))
 
   // 1. identities: h0 founds the cluster, every client joins it and trusts h0's publisher key
@@ -248,10 +263,12 @@ export async function startSwarm (ctx: TransportContext, sopts: SwarmOptions = {
   const agents: AgentHandle[] = []
   for (let i = 0; i < clients.length; i += batch) {
     const group = clients.slice(i, i + batch)
-    const known = [h0.addr, ...(mesh === 'full' ? agents.map(a => a.addr) : [])]
+    const known = [h0.addr, ...(mesh === 'h0' ? [] : agents.map(a => a.addr))]
     agents.push(...await Promise.all(group.map(async (h, j) => await startAgent(ctx, h, dataDirs[i + j + 1], known, setupDeadline, sopts.clientArgs?.(i + j) ?? []))))
   }
-  notes.push(await waitForSwarm(agents, mesh === 'full' ? [h0, ...agents] : [h0], Math.min(setupDeadline, Date.now() + 30_000 + 2000 * clients.length), sopts.capture !== false))
+  // mesh=peers: each client has at least min(peers, N) connections (it dials up to `peers`).
+  const minPeers = mesh === 'peers' ? Math.min(peersOf(ctx) ?? 1, clients.length) : undefined
+  notes.push(await waitForSwarm(agents, mesh === 'h0' ? [h0] : [h0, ...agents], Math.min(setupDeadline, Date.now() + 30_000 + 2000 * clients.length), sopts.capture !== false, minPeers))
   await sleep(Number(opt(ctx, 'settle', '1000')))
   return { h0, agents, dataDirs, notes, mesh }
 }
@@ -332,7 +349,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const h0Traffic = statuses[0] as { sent?: number }
   if (h0Traffic.sent !== undefined) notes.push(`h0 agent served ${(h0Traffic.sent / ctx.image.bytes).toFixed(2)} F of block data`)
   await ctx.stopAll()
-  notes.unshift(`one agent per host, ${mesh === 'full' ? 'full mesh' : 'bootstrap to h0'}, deploy through the ${mode === 'api' ? 'control socket' : 'CLI'}, wire compression ${ctx.options.compress ?? 'default'}${ctx.options['max-in-flight'] === undefined ? '' : `, max-in-flight ${ctx.options['max-in-flight']}`}${ctx.options['upload-limit'] === undefined ? '' : `, upload-limit ${ctx.options['upload-limit']}`}`)
+  notes.unshift(`one agent per host, ${mesh === 'full' ? 'full mesh' : mesh === 'peers' ? `${peersOf(ctx) ?? ''} peers each` : 'bootstrap to h0'}, deploy through the ${mode === 'api' ? 'control socket' : 'CLI'}, wire compression ${ctx.options.compress ?? 'default'}${ctx.options['max-in-flight'] === undefined ? '' : `, max-in-flight ${ctx.options['max-in-flight']}`}${ctx.options['upload-limit'] === undefined ? '' : `, upload-limit ${ctx.options['upload-limit']}`}`)
   return { t0, clients: outcomes, setupMs, notes }
 }
 

@@ -76,6 +76,9 @@ export interface DeployJob {
 
 export interface VersionHeld { image: string, number: number, cid: string, pieces: number, have: number, percent: number, complete: boolean }
 
+/** DHT providers of a version dialled by a fetch even when the node has its `peers` connections. */
+const PROVIDERS_BEYOND_PEERS = 2
+
 export class Agent {
   readonly store: ImageStore
   readonly identity: NodeIdentity
@@ -199,13 +202,20 @@ export class Agent {
   }
 
   private async findProviders (cids: CID[]): Promise<void> {
-    const dht = this.swarm.libp2p.services.dht
+    const { libp2p, keeper, dialer } = this.swarm
+    const dht = libp2p.services.dht
+    // A node with its `peers` connections dials a few providers beyond them, in case none of its
+    // neighbours holds the version; the others become the keeper's candidates.
+    let beyond = 0
     await Promise.all(cids.map(async (cid) => {
       try {
         for await (const event of dht.findProviders(cid, { signal: AbortSignal.timeout(10_000) })) {
           if (event.name !== 'PROVIDER') continue
-          // the dialer skips this node and peers already connected
-          for (const p of event.providers) await this.swarm.dialer.dial(p.id, p.multiaddrs, 'provider')
+          for (const p of event.providers) {
+            if (p.id.equals(libp2p.peerId) || libp2p.getConnections(p.id).length > 0) continue
+            if (keeper.wantsMore() || beyond++ < PROVIDERS_BEYOND_PEERS) await dialer.dial(p.id, p.multiaddrs, 'provider')
+            else keeper.add([{ id: p.id, addrs: p.multiaddrs }])
+          }
         }
       } catch (err) {
         log.debug('findProviders ended', { cid: cid.toString(), error: (err as Error).message })

@@ -11,7 +11,7 @@
  * alone for RETRY_AFTER_PERIODS top-up periods while others are tried. Inbound connections are accepted up to the
  * connection manager's maxConnections; the keeper closes none.
  */
-import type { Libp2p, PeerId } from '@libp2p/interface'
+import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { PeerDialer } from './peer-dialer.ts'
 
@@ -44,7 +44,13 @@ export class PeerKeeper {
   private readonly candidates = new Map<string, Candidate>()
   private timer: NodeJS.Timeout | undefined
   private running = false
-  private readonly onClose = (): void => { this.topUp() }
+  private readonly onClose = (evt: CustomEvent<Connection>): void => {
+    // A connection the other side closed at once (it was full and pruned it) counts as a
+    // failed dial, so the keeper does not dial the same peer again and again.
+    const c = this.candidates.get(evt.detail.remotePeer.toString())
+    if (c !== undefined && Date.now() - evt.detail.timeline.open < this.intervalMs) c.failedAt = Date.now()
+    this.topUp()
+  }
 
   constructor (libp2p: Libp2p, dialer: PeerDialer, opts: PeerKeeperOptions = {}) {
     this.libp2p = libp2p

@@ -1,7 +1,9 @@
 /**
  * The swarm node: one libp2p 3 node per agent, configured for a LAN cluster.
  *
- * - TCP transport, noise encryption, yamux multiplexing, identify, ping.
+ * - TCP transport, noise encryption, yamux multiplexing, identify, ping. Each TCP connection
+ *   writes a batch with one system call (socket-writes.ts), and yamux streams send a window
+ *   update once half the window is used, not after every frame (stream-window.ts).
  * - The cluster key gates every connection. Default gate: the noise prologue
  *   (sha256("imgmesh-cluster-v1" || key)) — a peer with another key fails the handshake with
  *   an `EncryptionFailedError`/`InvalidCryptoExchangeError` before any protocol runs. The
@@ -37,6 +39,8 @@ import { createLogger } from '../logger.ts'
 import { clusterKeyId, clusterPnetPsk, clusterPrologue, validateClusterKey } from './cluster-key.ts'
 import { DIAL_TIMEOUT_MS, PeerDialer } from './peer-dialer.ts'
 import { DEFAULT_PEERS, PeerKeeper } from './peer-keeper.ts'
+import { coalescingProtector } from './socket-writes.ts'
+import { useHalfWindowUpdates } from './stream-window.ts'
 
 const log = createLogger('swarm')
 /** How often the connection monitor pings each connection (the library: 10 s). */
@@ -186,6 +190,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
   if (mdnsOpts !== null) peerDiscovery.push(mdns({ serviceTag: mdnsServiceTag(clusterId), interval: mdnsOpts.interval ?? 10_000 }))
 
   const peers = Math.max(1, opts.peers ?? DEFAULT_PEERS)
+  useHalfWindowUpdates()
   const libp2p = await createLibp2p<SwarmServices>({
     privateKey: opts.privateKey,
     start: false,
@@ -195,7 +200,9 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
     },
     transports: [tcp()],
     connectionEncrypters: [noise(gate === 'prologue' ? { prologueBytes: clusterPrologue(clusterKey) } : {})],
-    ...(gate === 'pnet' ? { connectionProtector: preSharedKey({ psk: clusterPnetPsk(clusterKey) }) } : {}),
+    // Every connection writes each batch with one system call (socket-writes.ts); the pnet gate
+    // runs after that, on the same connection.
+    connectionProtector: coalescingProtector(gate === 'pnet' ? preSharedKey({ psk: clusterPnetPsk(clusterKey) }) : undefined),
     streamMuxers: [yamux({ maxEarlyStreams: opts.maxEarlyStreams ?? 64 })],
     peerDiscovery,
     connectionManager: {

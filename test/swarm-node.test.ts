@@ -161,6 +161,10 @@ test('gossipsub: a message published by one node reaches another', async () => {
     for (const n of nodes) n.libp2p.services.pubsub.subscribe(topic)
     await waitFor('c sees a subscriber', () => c.libp2p.services.pubsub.getSubscribers(topic).length > 0)
     await waitFor('b sees a subscriber', () => b.libp2p.services.pubsub.getSubscribers(topic).length > 0)
+    // a relays only to its mesh: a message that reaches a before c's GRAFT does is not forwarded
+    // to c, and no later gossip round offers it to a mesh peer
+    const meshOfA = a.libp2p.services.pubsub as unknown as { getMeshPeers: (topic: string) => string[] }
+    await waitFor('c in the mesh of a', () => meshOfA.getMeshPeers(topic).includes(c.peerId.toString()))
     const received = new Promise<{ data: Uint8Array, from: string }>((resolve) => {
       c.libp2p.services.pubsub.addEventListener('message', (evt) => {
         const m = evt.detail

@@ -100,6 +100,15 @@ function userSys (pid: number): [number, number] {
   } catch { return [0, 0] }
 }
 
+/** Read and write system calls of a process so far (/proc/PID/io syscr, syscw; sockets and files alike). */
+function syscalls (pid: number): [number, number] {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8')
+    const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? 0)
+    return [field('syscr'), field('syscw')]
+  } catch { return [0, 0] }
+}
+
 /** CPU seconds per thread name between two threadStats readings. */
 function threadDelta (a: Map<string, [number, number]>, b: Map<string, [number, number]>): Record<string, number> {
   const out: Record<string, number> = {}
@@ -299,6 +308,8 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const us1: Array<[number, number]> = all.map(() => [0, 0])
   const threads1 = all.map(() => new Map<string, [number, number]>())
   const sched0 = all.map(a => schedstat(a.proc.pid))
+  const io0 = all.map(a => syscalls(a.proc.pid))
+  const io1: Array<[number, number]> = all.map(() => [0, 0])
   const sched1: Array<[number, number]> = sched0.map(() => [0, 0])
   ctx.log(`t0: swarm formed in ${((Date.now() - setupStart) / 1000).toFixed(1)} s, ${agents.length} clients deploy now`)
   const t0 = Date.now()
@@ -326,6 +337,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
       sched1[i + 1] = schedstat(a.proc.pid)
       threads1[i + 1] = threadStats(a.proc.pid)
       us1[i + 1] = userSys(a.proc.pid)
+      io1[i + 1] = syscalls(a.proc.pid)
     } catch (err) {
       out.error = (err as Error).message
     } finally {
@@ -336,11 +348,13 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   sched1[0] = schedstat(h0.proc.pid)
   threads1[0] = threadStats(h0.proc.pid)
   us1[0] = userSys(h0.proc.pid)
+  io1[0] = syscalls(h0.proc.pid)
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
-  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9, userS: us1[i][0] - us0[i][0], sysS: us1[i][1] - us0[i][1], threads: threadDelta(threads0[i], threads1[i]) }))
+  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9, userS: us1[i][0] - us0[i][0], sysS: us1[i][1] - us0[i][1], readCalls: io1[i][0] - io0[i][0], writeCalls: io1[i][1] - io0[i][1], threads: threadDelta(threads0[i], threads1[i]) }))
   const cl = cpu.slice(1).filter(c => c.cpuS > 0)
   const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
   notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (user ${mean(cl.map(c => c.userS)).toFixed(1)}, sys ${mean(cl.map(c => c.sysS)).toFixed(1)}; wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)
+  notes.push(`system calls t0→finish: clients mean ${Math.round(mean(cl.map(c => c.readCalls)))} reads, ${Math.round(mean(cl.map(c => c.writeCalls)))} writes; h0 ${cpu[0].readCalls} reads, ${cpu[0].writeCalls} writes`)
   // What each agent sent and received, for the write-up.
   const statuses = await Promise.all(all.map(async (a, i) => {
     try { return { ...cpu[i], finishedS: i === 0 ? null : (outcomes[i - 1].finishedAt ?? t0) / 1000 - t0 / 1000, ...(await a.client.call<StatusAnswer>('status')).traffic } } catch { return cpu[i] }

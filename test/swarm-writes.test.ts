@@ -7,7 +7,7 @@ import { StreamState } from '@chainsafe/libp2p-yamux/stream'
 import { generateClusterKey } from '../node/swarm/cluster-key.ts'
 import { generatePeerKey } from '../node/swarm/peer-key.ts'
 import { createSwarmNode, type SwarmNode } from '../node/swarm/libp2p-node.ts'
-import { windowUpdateDue } from '../node/swarm/stream-window.ts'
+import { UPDATE_AFTER_BYTES, windowUpdateDue } from '../node/swarm/stream-window.ts'
 
 const PROTOCOL = '/imgmesh-test/sink/1.0.0'
 
@@ -59,13 +59,18 @@ async function send (stream: Stream, data: Uint8Array): Promise<void> {
   if (!stream.send(data)) await stream.onDrain({ signal: AbortSignal.timeout(30_000) })
 }
 
-test('window update rule: none while more than half the receive window is open, once an established stream used half', () => {
+test('window update rule: none until 64 KiB arrived on an established stream (half a smaller window), always while opening or paused', () => {
   const W = 256 * 1024
+  assert.equal(UPDATE_AFTER_BYTES, 64 * 1024)
   assert.equal(windowUpdateDue(StreamState.Established, W, W), false)
-  assert.equal(windowUpdateDue(StreamState.Established, W, W - 64 * 1024), false)
-  assert.equal(windowUpdateDue(StreamState.Established, W, W / 2 + 1), false)
-  assert.equal(windowUpdateDue(StreamState.Established, W, W / 2), true)
+  assert.equal(windowUpdateDue(StreamState.Established, W, W - 100), false)
+  assert.equal(windowUpdateDue(StreamState.Established, W, W - 64 * 1024 + 1), false)
+  assert.equal(windowUpdateDue(StreamState.Established, W, W - 64 * 1024), true)
   assert.equal(windowUpdateDue(StreamState.Established, W, 0), true)
+  assert.equal(windowUpdateDue(StreamState.Established, 16 * 1024 * 1024, 16 * 1024 * 1024 - 64 * 1024), true)
+  // a window smaller than 128 KiB: due at half of it
+  assert.equal(windowUpdateDue(StreamState.Established, 64 * 1024, 32 * 1024 + 1), false)
+  assert.equal(windowUpdateDue(StreamState.Established, 64 * 1024, 32 * 1024), true)
   // opening, acknowledging and resuming are the library's: always passed through
   assert.equal(windowUpdateDue(StreamState.Init, W, W), true)
   assert.equal(windowUpdateDue(StreamState.SYNReceived, W, W), true)
@@ -100,7 +105,7 @@ test('small messages cost about one write(2) each on a swarm connection: noise l
   }
 })
 
-test('flow control still holds with half-window updates: 24 MiB to a reader that keeps pausing arrives whole', async () => {
+test('flow control still holds with batched window updates: 24 MiB to a reader that keeps pausing arrives whole', async () => {
   const { a, b } = await pair()
   try {
     const s = sink(b, 512 * 1024)

@@ -3,7 +3,7 @@
  *
  * - TCP transport, noise encryption, yamux multiplexing, identify, ping. Each TCP connection
  *   writes a batch with one system call (socket-writes.ts), and yamux streams send a window
- *   update once half the window is used, not after every frame (stream-window.ts).
+ *   update once 64 KiB arrived, not after every frame (stream-window.ts).
  * - The cluster key gates every connection. Default gate: the noise prologue
  *   (sha256("imgmesh-cluster-v1" || key)) — a peer with another key fails the handshake with
  *   an `EncryptionFailedError`/`InvalidCryptoExchangeError` before any protocol runs. The
@@ -40,7 +40,7 @@ import { clusterKeyId, clusterPnetPsk, clusterPrologue, validateClusterKey } fro
 import { DIAL_TIMEOUT_MS, PeerDialer } from './peer-dialer.ts'
 import { DEFAULT_PEERS, PeerKeeper } from './peer-keeper.ts'
 import { coalescingProtector } from './socket-writes.ts'
-import { useHalfWindowUpdates } from './stream-window.ts'
+import { useBatchedWindowUpdates } from './stream-window.ts'
 
 const log = createLogger('swarm')
 /** How often the connection monitor pings each connection (the library: 10 s). */
@@ -190,7 +190,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
   if (mdnsOpts !== null) peerDiscovery.push(mdns({ serviceTag: mdnsServiceTag(clusterId), interval: mdnsOpts.interval ?? 10_000 }))
 
   const peers = Math.max(1, opts.peers ?? DEFAULT_PEERS)
-  useHalfWindowUpdates()
+  useBatchedWindowUpdates()
   const libp2p = await createLibp2p<SwarmServices>({
     privateKey: opts.privateKey,
     start: false,

@@ -190,7 +190,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
   if (mdnsOpts !== null) peerDiscovery.push(mdns({ serviceTag: mdnsServiceTag(clusterId), interval: mdnsOpts.interval ?? 10_000 }))
 
   const peers = Math.max(1, opts.peers ?? DEFAULT_PEERS)
-  useBatchedWindowUpdates()
+  if (!useBatchedWindowUpdates()) log.warn('yamux streams have no sendWindowUpdate: window updates left to the library')
   const libp2p = await createLibp2p<SwarmServices>({
     privateKey: opts.privateKey,
     start: false,

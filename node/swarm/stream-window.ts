@@ -34,14 +34,19 @@ export function windowUpdateDue (state: StreamState, recvWindow: number, recvWin
   return recvWindow - recvWindowCapacity >= Math.min(UPDATE_AFTER_BYTES, recvWindow / 2)
 }
 
-/** Installs the rule on every yamux stream of this process (idempotent). */
-export function useBatchedWindowUpdates (): void {
-  if (applied) return
-  applied = true
-  const proto = YamuxStream.prototype as unknown as { sendWindowUpdate: (this: WindowFields) => void }
+/**
+ * Installs the rule on every yamux stream of this process (idempotent). Returns false, and
+ * changes nothing, if the library's stream has no `sendWindowUpdate` (another version).
+ */
+export function useBatchedWindowUpdates (): boolean {
+  if (applied) return true
+  const proto = YamuxStream.prototype as unknown as { sendWindowUpdate?: (this: WindowFields) => void }
   const send = proto.sendWindowUpdate
+  if (typeof send !== 'function') return false
+  applied = true
   proto.sendWindowUpdate = function (this: WindowFields): void {
     if (!windowUpdateDue(this.state, this.recvWindow, this.recvWindowCapacity)) return
     send.call(this)
   }
+  return true
 }

@@ -83,12 +83,17 @@ function threadStats (pid: number): Map<string, [number, number]> {
   return out
 }
 
-/** [ns on CPU, ns waiting for a CPU while runnable] of a process, all its threads. */
-export function schedstat (pid: number): [number, number] {
+/** [ns on CPU, ns waiting for a CPU while runnable] summed over a threadStats reading. */
+function sumThreads (threads: Map<string, [number, number]>): [number, number] {
   let run = 0
   let wait = 0
-  for (const [r, w] of threadStats(pid).values()) { run += r; wait += w }
+  for (const [r, w] of threads.values()) { run += r; wait += w }
   return [run, wait]
+}
+
+/** [ns on CPU, ns waiting for a CPU while runnable] of a process, all its threads. */
+export function schedstat (pid: number): [number, number] {
+  return sumThreads(threadStats(pid))
 }
 
 /** [user, system] CPU seconds of a process (all threads), from /proc/PID/stat. */
@@ -107,6 +112,22 @@ function syscalls (pid: number): [number, number] {
     const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? 0)
     return [field('syscr'), field('syscw')]
   } catch { return [0, 0] }
+}
+
+/** What the testbed reads of an agent process at t0 and at its finish. */
+interface ProcReading {
+  threads: Map<string, [number, number]>
+  sched: [number, number]
+  userSys: [number, number]
+  syscalls: [number, number]
+}
+
+/** Stands in for the finish reading of an agent whose deploy failed. */
+const NO_READING: ProcReading = { threads: new Map(), sched: [0, 0], userSys: [0, 0], syscalls: [0, 0] }
+
+function readProc (pid: number): ProcReading {
+  const threads = threadStats(pid)
+  return { threads, sched: sumThreads(threads), userSys: userSys(pid), syscalls: syscalls(pid) }
 }
 
 /** CPU seconds per thread name between two threadStats readings. */
@@ -303,14 +324,8 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const outcomes = newOutcomes(ctx)
   const all = [h0, ...agents]
   const loadAt0 = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
-  const threads0 = all.map(a => threadStats(a.proc.pid))
-  const us0 = all.map(a => userSys(a.proc.pid))
-  const us1: Array<[number, number]> = all.map(() => [0, 0])
-  const threads1 = all.map(() => new Map<string, [number, number]>())
-  const sched0 = all.map(a => schedstat(a.proc.pid))
-  const io0 = all.map(a => syscalls(a.proc.pid))
-  const io1: Array<[number, number]> = all.map(() => [0, 0])
-  const sched1: Array<[number, number]> = sched0.map(() => [0, 0])
+  const at0 = all.map(a => readProc(a.proc.pid))
+  const at1 = all.map(() => NO_READING)
   ctx.log(`t0: swarm formed in ${((Date.now() - setupStart) / 1000).toFixed(1)} s, ${agents.length} clients deploy now`)
   const t0 = Date.now()
   await Promise.all(agents.map(async (a, i) => {
@@ -334,10 +349,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
       })])
       out.finishedAt = Date.now()
       out.receivedAt ??= out.finishedAt
-      sched1[i + 1] = schedstat(a.proc.pid)
-      threads1[i + 1] = threadStats(a.proc.pid)
-      us1[i + 1] = userSys(a.proc.pid)
-      io1[i + 1] = syscalls(a.proc.pid)
+      at1[i + 1] = readProc(a.proc.pid)
     } catch (err) {
       out.error = (err as Error).message
     } finally {
@@ -345,12 +357,12 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
     }
   }))
 
-  sched1[0] = schedstat(h0.proc.pid)
-  threads1[0] = threadStats(h0.proc.pid)
-  us1[0] = userSys(h0.proc.pid)
-  io1[0] = syscalls(h0.proc.pid)
+  at1[0] = readProc(h0.proc.pid)
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
-  const cpu = all.map((a, i) => ({ host: a.host.name, cpuS: (sched1[i][0] - sched0[i][0]) / 1e9, waitS: (sched1[i][1] - sched0[i][1]) / 1e9, userS: us1[i][0] - us0[i][0], sysS: us1[i][1] - us0[i][1], readCalls: io1[i][0] - io0[i][0], writeCalls: io1[i][1] - io0[i][1], threads: threadDelta(threads0[i], threads1[i]) }))
+  const cpu = all.map((a, i) => {
+    const [b, e] = [at0[i], at1[i]]
+    return { host: a.host.name, cpuS: (e.sched[0] - b.sched[0]) / 1e9, waitS: (e.sched[1] - b.sched[1]) / 1e9, userS: e.userSys[0] - b.userSys[0], sysS: e.userSys[1] - b.userSys[1], readCalls: e.syscalls[0] - b.syscalls[0], writeCalls: e.syscalls[1] - b.syscalls[1], threads: threadDelta(b.threads, e.threads) }
+  })
   const cl = cpu.slice(1).filter(c => c.cpuS > 0)
   const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
   notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (user ${mean(cl.map(c => c.userS)).toFixed(1)}, sys ${mean(cl.map(c => c.sysS)).toFixed(1)}; wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)

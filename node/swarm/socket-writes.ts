@@ -23,15 +23,13 @@ interface SocketConnection {
   sendData?: (data: Uint8ArrayList) => { sentBytes: number, canSendMore: boolean }
 }
 
-const CORKED = Symbol('imgmesh.corked')
-
 /**
  * Makes the connection write each batch with one system call. Returns whether it could: false
  * for anything but a TCP connection of the shape above (another transport, another version).
+ * Applying it twice is harmless: corks nest, and the outer uncork writes.
  */
 export function coalesceWrites (conn: MessageStream): boolean {
-  const c = conn as unknown as SocketConnection & { [CORKED]?: true }
-  if (c[CORKED] === true) return true
+  const c = conn as unknown as SocketConnection
   const socket = c.socket
   const sendData = c.sendData
   if (!(socket instanceof Socket) || typeof sendData !== 'function') return false
@@ -43,7 +41,6 @@ export function coalesceWrites (conn: MessageStream): boolean {
       socket.uncork()
     }
   }
-  c[CORKED] = true
   return true
 }
 

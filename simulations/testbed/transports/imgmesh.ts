@@ -114,20 +114,30 @@ function syscalls (pid: number): [number, number] {
   } catch { return [0, 0] }
 }
 
+/** [voluntary, involuntary] context switches of a process's main thread (its event loop's wakeups, and preemptions). */
+function switches (pid: number): [number, number] {
+  try {
+    const st = readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8')
+    const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(st)?.[1] ?? 0)
+    return [field('voluntary_ctxt_switches'), field('nonvoluntary_ctxt_switches')]
+  } catch { return [0, 0] }
+}
+
 /** What the testbed reads of an agent process at t0 and at its finish. */
 interface ProcReading {
   threads: Map<string, [number, number]>
   sched: [number, number]
   userSys: [number, number]
+  switches: [number, number]
   syscalls: [number, number]
 }
 
 /** Stands in for the finish reading of an agent whose deploy failed. */
-const NO_READING: ProcReading = { threads: new Map(), sched: [0, 0], userSys: [0, 0], syscalls: [0, 0] }
+const NO_READING: ProcReading = { threads: new Map(), sched: [0, 0], userSys: [0, 0], syscalls: [0, 0], switches: [0, 0] }
 
 function readProc (pid: number): ProcReading {
   const threads = threadStats(pid)
-  return { threads, sched: sumThreads(threads), userSys: userSys(pid), syscalls: syscalls(pid) }
+  return { threads, sched: sumThreads(threads), userSys: userSys(pid), syscalls: syscalls(pid), switches: switches(pid) }
 }
 
 /** CPU seconds per thread name between two threadStats readings. */
@@ -328,6 +338,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   const at1 = all.map(() => NO_READING)
   ctx.log(`t0: swarm formed in ${((Date.now() - setupStart) / 1000).toFixed(1)} s, ${agents.length} clients deploy now`)
   const t0 = Date.now()
+  const t0Monotonic = process.hrtime.bigint()
   await Promise.all(agents.map(async (a, i) => {
     const out = outcomes[i]
     const target = ctx.targets[i]
@@ -358,15 +369,17 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   }))
 
   at1[0] = readProc(h0.proc.pid)
+  // The deploy window on CLOCK_MONOTONIC, to slice a system-wide profile (perf record -k CLOCK_MONOTONIC; perf report --time).
+  ctx.log(`deploy window on CLOCK_MONOTONIC: ${(Number(t0Monotonic) / 1e9).toFixed(6)},${(Number(process.hrtime.bigint()) / 1e9).toFixed(6)}`)
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
   const cpu = all.map((a, i) => {
     const [b, e] = [at0[i], at1[i]]
-    return { host: a.host.name, cpuS: (e.sched[0] - b.sched[0]) / 1e9, waitS: (e.sched[1] - b.sched[1]) / 1e9, userS: e.userSys[0] - b.userSys[0], sysS: e.userSys[1] - b.userSys[1], readCalls: e.syscalls[0] - b.syscalls[0], writeCalls: e.syscalls[1] - b.syscalls[1], threads: threadDelta(b.threads, e.threads) }
+    return { host: a.host.name, cpuS: (e.sched[0] - b.sched[0]) / 1e9, waitS: (e.sched[1] - b.sched[1]) / 1e9, userS: e.userSys[0] - b.userSys[0], sysS: e.userSys[1] - b.userSys[1], readCalls: e.syscalls[0] - b.syscalls[0], writeCalls: e.syscalls[1] - b.syscalls[1], wakeups: e.switches[0] - b.switches[0], preempted: e.switches[1] - b.switches[1], threads: threadDelta(b.threads, e.threads) }
   })
   const cl = cpu.slice(1).filter(c => c.cpuS > 0)
   const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
   notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (user ${mean(cl.map(c => c.userS)).toFixed(1)}, sys ${mean(cl.map(c => c.sysS)).toFixed(1)}; wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)
-  notes.push(`system calls t0→finish: clients mean ${Math.round(mean(cl.map(c => c.readCalls)))} reads, ${Math.round(mean(cl.map(c => c.writeCalls)))} writes; h0 ${cpu[0].readCalls} reads, ${cpu[0].writeCalls} writes`)
+  notes.push(`system calls t0→finish: clients mean ${Math.round(mean(cl.map(c => c.readCalls)))} reads, ${Math.round(mean(cl.map(c => c.writeCalls)))} writes; h0 ${cpu[0].readCalls} reads, ${cpu[0].writeCalls} writes; main thread switches t0→finish: clients mean ${Math.round(mean(cl.map(c => c.wakeups)))} voluntary, ${Math.round(mean(cl.map(c => c.preempted)))} preempted`)
   // What each agent sent and received, for the write-up.
   const statuses = await Promise.all(all.map(async (a, i) => {
     try { return { ...cpu[i], finishedS: i === 0 ? null : (outcomes[i - 1].finishedAt ?? t0) / 1000 - t0 / 1000, ...(await a.client.call<StatusAnswer>('status')).traffic } } catch { return cpu[i] }

@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig, type SimResult } from './sim.ts'
 import { DEFAULT_MAX_IN_FLIGHT } from '../../node/fetch/peer-rates.ts'
+import { DEFAULT_PEERS } from '../../node/swarm/peer-keeper.ts'
 
 const USAGE = `usage: node simulations/sim/run.ts [options]
 
@@ -17,7 +18,8 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --origin-up RATE       the origin's upload (default: as clients)
   --image-mb MIB         image size F (default 64); pieces 16-256 KiB, mean 72 KiB, from the seed
   --seed S               seed for pieces, graph, phases and every scheduler (default 1)
-  --neighbours K         neighbours per client when N > K, else full mesh (default 64)
+  --neighbours K         neighbours per client when N > K, else full mesh (default: the agent's
+                         connections, ${DEFAULT_PEERS})
   --origin-neighbours K  clients connected to the origin when N > K (default: --neighbours)
   --rtt-ms MS            round trip between any two nodes (default 0.5)
   --max-in-flight N      PieceScheduler maxInFlight (default: the agent's, 128)
@@ -78,7 +80,7 @@ function main (): void {
         'origin-up': { type: 'string' },
         'image-mb': { type: 'string', default: '64' },
         seed: { type: 'string', default: '1' },
-        neighbours: { type: 'string', default: '64' },
+        neighbours: { type: 'string', default: String(DEFAULT_PEERS) },
         'origin-neighbours': { type: 'string' },
         'rtt-ms': { type: 'string', default: '0.5' },
         'max-in-flight': { type: 'string', default: String(DEFAULT_MAX_IN_FLIGHT) },

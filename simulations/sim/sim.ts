@@ -24,6 +24,7 @@ import { Bitfield } from '../../node/fetch/bitfield.ts'
 import { PieceScheduler } from '../../node/fetch/piece-scheduler.ts'
 import { SuperSeed } from '../../node/fetch/super-seed.ts'
 import { PeerRates, DEFAULT_MAX_IN_FLIGHT } from '../../node/fetch/peer-rates.ts'
+import { DEFAULT_PEERS } from '../../node/swarm/peer-keeper.ts'
 import { Allocator } from './bandwidth.ts'
 import { buildGraph, type Graph } from './graph.ts'
 import { EventQueue } from './heap.ts'
@@ -43,7 +44,10 @@ export interface SimConfig {
   /** Piece sizes in bytes (default: generated from imageBytes and the seed, see pieces.ts). */
   pieces?: number[]
   seed: number
-  /** Neighbours per client when the swarm is larger than this (default 64; full mesh below). */
+  /**
+   * Neighbours per client when the swarm is larger than this (full mesh below). Default: the
+   * connections an agent keeps (DEFAULT_PEERS, node/swarm/peer-keeper.ts).
+   */
   neighbours?: number
   /** Clients connected to the origin in a large swarm (default = neighbours). */
   originNeighbours?: number
@@ -369,7 +373,7 @@ class Simulation {
     this.sizes = cfg.pieces ?? pieceSizes({ imageBytes: cfg.imageBytes, seed: cfg.seed })
     this.pieces = this.sizes.length
     this.imageBytes = this.sizes.reduce((a, b) => a + b, 0)
-    const k = cfg.neighbours ?? 64
+    const k = cfg.neighbours ?? DEFAULT_PEERS
     this.g = buildGraph(cfg.clients, k, cfg.originNeighbours ?? k, rng(cfg.seed, 2))
     this.edgeId = Array.from({ length: this.g.adj.length }, (_, e) => String(e))
     this.lat = (cfg.rttMs ?? 0.5) / 2000
@@ -1056,7 +1060,7 @@ class Simulation {
     }
     return {
       clients: this.n - 1,
-      neighbours: this.cfg.neighbours ?? 64,
+      neighbours: this.cfg.neighbours ?? DEFAULT_PEERS,
       originNeighbours: this.g.off[1] - this.g.off[0],
       pieces: this.pieces,
       imageBytes: F,

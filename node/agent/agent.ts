@@ -25,6 +25,7 @@ import type { Policy } from '../../protocols/assignment.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 import { MemoryTrim } from './memory-trim.ts'
+import { delayOptimization } from './tiering.ts'
 
 /**
  * Pieces of a brand-new version shown to each peer before it takes them (more to a peer that
@@ -123,6 +124,7 @@ export class Agent {
   }
 
   static async start (opts: AgentOptions): Promise<Agent> {
+    delayOptimization()
     const store = await ImageStore.open(opts.dataDir)
     const identity = await loadIdentity(store)
     const swarm = await createSwarmNode({

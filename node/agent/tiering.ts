@@ -7,9 +7,10 @@
  * 3 (perf, N=10); in the first two seconds after t0 they were 40% of every agent's CPU, and h0
  * sent next to nothing for the first second. Functions that stay hot (the block path, noise,
  * yamux) still reach TurboFan within a second or two of a transfer; the ones that are busy for
- * a moment at the start no longer do. Testbed, N=10, alternating runs: T 16.2, 16.3, 16.6 s
- * against 17.2, 18.4, 18.0 with the defaults, client CPU 2.5–2.6 s against 2.8–2.9
- * (docs/benchmarks.md, 2026-12-04). The setting is process wide and applies from the next
+ * a moment at the start no longer do. Testbed, N=10, alternating runs: T 15.9–16.6 s against
+ * 16.9–18.4 with the defaults, client CPU 2.3–2.6 s against 2.6–2.9; at N=20 and N=50 the two
+ * measured the same, and a transfer on loopback too (docs/benchmarks.md, 2026-12-04,
+ * evening). The setting is process wide and applies from the next
  * tier-up decision on; `IMGMESH_TURBOFAN_AFTER=N` sets the call count (3000 is V8's own).
  */
 import v8 from 'node:v8'

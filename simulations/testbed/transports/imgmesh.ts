@@ -105,22 +105,23 @@ function userSys (pid: number): [number, number] {
   } catch { return [0, 0] }
 }
 
+/** Two "name: value" counters of a /proc file ([0, 0] when it cannot be read). */
+function procCounters (path: string, names: [string, string]): [number, number] {
+  try {
+    const text = readFileSync(path, 'utf8')
+    const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(text)?.[1] ?? 0)
+    return [field(names[0]), field(names[1])]
+  } catch { return [0, 0] }
+}
+
 /** Read and write system calls of a process so far (/proc/PID/io syscr, syscw; sockets and files alike). */
 function syscalls (pid: number): [number, number] {
-  try {
-    const io = readFileSync(`/proc/${pid}/io`, 'utf8')
-    const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? 0)
-    return [field('syscr'), field('syscw')]
-  } catch { return [0, 0] }
+  return procCounters(`/proc/${pid}/io`, ['syscr', 'syscw'])
 }
 
 /** [voluntary, involuntary] context switches of a process's main thread (its event loop's wakeups, and preemptions). */
 function switches (pid: number): [number, number] {
-  try {
-    const st = readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8')
-    const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(st)?.[1] ?? 0)
-    return [field('voluntary_ctxt_switches'), field('nonvoluntary_ctxt_switches')]
-  } catch { return [0, 0] }
+  return procCounters(`/proc/${pid}/task/${pid}/status`, ['voluntary_ctxt_switches', 'nonvoluntary_ctxt_switches'])
 }
 
 /** What the testbed reads of an agent process at t0 and at its finish. */

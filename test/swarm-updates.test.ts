@@ -52,7 +52,9 @@ before(async () => {
   }
   await mkdir(target('g1'), { recursive: true })
   await agents.start('g1', { bootstrap: [o.addr], extra: ['--group', 'gpu', '--target', target('g1')] })
-  await agents.start('pub', { bootstrap: [o.addr] })
+  // pub follows the compute group too: it applies what it publishes.
+  await mkdir(target('pub'), { recursive: true })
+  await agents.start('pub', { bootstrap: [o.addr], extra: ['--group', 'compute', '--target', target('pub')] })
   await imgmeshJson(['capture', v1, '--image', 'os', '--no-default-excludes', '--data-dir', agents.dataDir('origin')])
 })
 
@@ -66,7 +68,7 @@ test('an apply assignment reaches its group only; followers apply with hooks in 
   assert.equal(r.code, 0, r.stderr)
   const g = await imgmesh(['assign', 'os', '--group', 'gpu', '--policy', 'stage', '--data-dir', agents.dataDir('origin')])
   assert.equal(g.code, 0, g.stderr)
-  for (const n of ['c1', 'c2']) await waitFor(`${n} applies os@1`, async () => (await status(n)).updates.deployed?.number === 1, 60_000)
+  for (const n of ['c1', 'c2', 'pub']) await waitFor(`${n} applies os@1`, async () => (await status(n)).updates.deployed?.number === 1, 60_000)
   assert.equal(await readFile(join(target('c1'), 'var/log/hooks.log'), 'utf8'), 'pre 1\npost 1\n')
   assert.deepEqual(rsyncDifferences(join(work, 'v1'), target('c1'), UPDATE_EXCLUDES), [])
   // The gpu group stages only: the version is complete in its store, its target untouched.
@@ -86,6 +88,9 @@ test('a version published from a non-origin node is staged and applied by every 
   const cap = await imgmeshJson<{ version: number, published: boolean }>(['capture', v2, '--image', 'os', '--no-default-excludes', '--data-dir', agents.dataDir('pub')])
   assert.equal(cap.version, 2)
   assert.equal(cap.published, true)
+  // The publisher applies its own version at once, not at its update manager's next periodic
+  // check (every 10 s).
+  await waitFor('pub applies its own os@2', async () => (await status('pub')).updates.deployed?.number === 2, 5_000)
   for (const n of ['c1', 'c2']) await waitFor(`${n} applies os@2`, async () => (await status(n)).updates.deployed?.number === 2, 60_000)
   await waitFor('g1 stages os@2', async () => (await status('g1')).versions.some(v => v.number === 2 && v.complete), 30_000)
   assert.equal((await status('g1')).updates.deployed, null)

@@ -341,6 +341,9 @@ export class Agent {
     timer.unref()
     const recipients = await this.versions.announce(resolved.cid, resolved.version, { newChunks, newBytes })
     this.provide(resolved.cid)
+    // The publisher follows its own assignment like any node: it applies the new version now,
+    // not at its update manager's next periodic check.
+    this.updates.onVersion(body.image)
     return { image: body.image, number: body.number, cid: key, recipients, newChunks, newBytes }
   }
 

@@ -35,7 +35,7 @@ import { parseSamples } from './sampler.ts'
 import { verifyCopy } from './verify.ts'
 import { mulberry32 } from '../sim/rng.ts'
 import { newOutcomes, waitListening } from './transports/common.ts'
-import { CLI, IMAGE, startSwarm, type AgentHandle } from './transports/imgmesh.ts'
+import { CLI, IMAGE, schedstat, startSwarm, type AgentHandle } from './transports/imgmesh.ts'
 import type { SpawnRequest, TransportContext } from './transports/types.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -174,14 +174,14 @@ async function cli (ctx: TransportContext, name: string, host: AgentHandle, args
 interface UpdateStatus { updates: { deployed: { image: string, number: number } | null, state: string, error: string | null } }
 
 /** Polls until every agent runs `number` (its update manager says so); returns when each did (null: never). */
-async function waitDeployed (agents: AgentHandle[], number: number, deadline: number): Promise<Array<number | null>> {
+async function waitDeployed (agents: AgentHandle[], number: number, deadline: number, onDeployed?: (k: number) => void): Promise<Array<number | null>> {
   const at: Array<number | null> = agents.map(() => null)
   for (let i = 0; i < 100_000 && Date.now() < deadline && at.some(x => x === null); i++) {
     await Promise.all(agents.map(async (a, k) => {
       if (at[k] !== null) return
       try {
         const s = await a.client.call<UpdateStatus>('status')
-        if (s.updates.deployed?.image === IMAGE && s.updates.deployed.number === number) at[k] = Date.now()
+        if (s.updates.deployed?.image === IMAGE && s.updates.deployed.number === number) { at[k] = Date.now(); onDeployed?.(k) }
       } catch {}
     }))
     await new Promise(resolve => setTimeout(resolve, 100))
@@ -288,22 +288,31 @@ async function updatesScenario (o: Options, tb: Testbed, image: PreparedImage, w
   const t0 = Date.now()
   const cap = lastJson<{ version: number, newBytes: number, published: boolean }>(capLog)
   if (cap.version !== 2 || !cap.published) throw new Error(`capture of v2 on ${publisher.host.name}: version ${cap.version}, published ${String(cap.published)}`)
-  // Watch the clients from the publish on; the diff (a CLI run on the publisher) meanwhile.
-  const watching = waitDeployed(agents, 2, Math.min(deadline, Date.now() + 600_000))
+  // Watch the clients from the publish on: CPU time (and run-queue wait) of each agent from
+  // the publish to its own update, h0's to the last one. The diff (a CLI run on the publisher)
+  // only once every client is done, so it takes no CPU from the update.
+  const cpu0 = [h0, ...agents].map(a => schedstat(a.proc.pid))
+  const cpu1 = [...cpu0]
+  const done = await waitDeployed(agents, 2, Math.min(deadline, Date.now() + 600_000), (k) => { cpu1[k + 1] = schedstat(agents[k].proc.pid) })
+  cpu1[0] = schedstat(h0.proc.pid)
   const diffLog = await cli(ctx, `${publisher.host.name}-diff`, publisher, ['diff', `${IMAGE}@1`, `${IMAGE}@2`, '--json'], deadline)
   const diff = lastJson<{ newChunks: number, newBytes: number, changed: unknown[], added: unknown[] }>(diffLog)
   const D = diff.newBytes
   const tMinS = D * 8 / o.rate.bps
-  const done = await watching
+  const cpuS = cpu0.map((b, k) => (cpu1[k][0] - b[0]) / 1e9)
+  const waitS = cpu0.map((b, k) => (cpu1[k][1] - b[1]) / 1e9)
+  const others = agents.map((a, k) => k + 1).filter(k => agents[k - 1] !== publisher)
   await new Promise(resolve => setTimeout(resolve, 2 * o.intervalMs))
   await stopProc(sampler)
   const bytes = downBytesSince(samples, t0)
-  // T: the clients that learn v2 through gossip (the publisher applies its own v2 at its
-  // update manager's next check: reported apart).
+  const mean = (xs: number[]): number | null => xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length
+  // T: the clients that learn v2 through gossip (the publisher, which applies its own v2, is
+  // reported apart).
   const fin = done.filter((x, k): x is number => x !== null && agents[k] !== publisher)
   const tS = fin.length === n - 1 ? (Math.max(...fin) - t0) / 1000 : null
   const pubAt = done[agents.indexOf(publisher)]
   notes.push(`the publisher ${publisher.host.name} ran v2 ${pubAt === null ? 'never' : `after ${((pubAt - t0) / 1000).toFixed(1)} s`}`)
+  notes.push(`agent CPU from the publish to its update: clients mean ${mean(others.map(k => cpuS[k]))?.toFixed(2) ?? '-'} s (run-queue wait ${mean(others.map(k => waitS[k]))?.toFixed(2) ?? '-'} s), the publisher ${cpuS[agents.indexOf(publisher) + 1].toFixed(2)} s, h0 (to the last update) ${cpuS[0].toFixed(2)} s`)
   const updated = done.filter(x => x !== null).length
   const wire = agents.filter(a => a !== publisher).map(a => (bytes.get(a.host.name) ?? 0) / D)
   const series = parseSamples(readFileSync(samples, 'utf8'), t0)
@@ -344,7 +353,6 @@ async function updatesScenario (o: Options, tb: Testbed, image: PreparedImage, w
   const rT = rfin.length === n ? (Math.max(...rfin) - r0) / 1000 : null
   const rwire = tb.clients.map(h => (rbytes.get(h.name) ?? 0) / D)
   if (!o.keep) { rmSync(rdir, { recursive: true, force: true }); rmSync(v2, { recursive: true, force: true }) }
-  const mean = (xs: number[]): number | null => xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length
   notes.push(`v2: ${changed.files} files changed (${o.change} % rewritten in part, ${o.bigEdits} large files edited in place), ${diff.changed.length} paths changed, ${diff.newChunks} new chunks`)
   notes.push(`capture of v2 on ${publisher.host.name} ${((t0 - c0) / 1000).toFixed(1)} s (before t0)`)
   return {

@@ -291,10 +291,13 @@ async function updatesScenario (o: Options, tb: Testbed, image: PreparedImage, w
   // Watch the clients from the publish on: CPU time (and run-queue wait) of each agent from
   // the publish to its own update, h0's to the last one. The diff (a CLI run on the publisher)
   // only once every client is done, so it takes no CPU from the update.
+  const t0Monotonic = process.hrtime.bigint()
   const cpu0 = [h0, ...agents].map(a => schedstat(a.proc.pid))
   const cpu1 = [...cpu0]
   const done = await waitDeployed(agents, 2, Math.min(deadline, Date.now() + 600_000), (k) => { cpu1[k + 1] = schedstat(agents[k].proc.pid) })
   cpu1[0] = schedstat(h0.proc.pid)
+  // The update window on CLOCK_MONOTONIC, to slice a profile (perf record -k CLOCK_MONOTONIC, or --cpu-prof).
+  log(`N=${n} updates: window on CLOCK_MONOTONIC: ${(Number(t0Monotonic) / 1e9).toFixed(6)},${(Number(process.hrtime.bigint()) / 1e9).toFixed(6)}`)
   const diffLog = await cli(ctx, `${publisher.host.name}-diff`, publisher, ['diff', `${IMAGE}@1`, `${IMAGE}@2`, '--json'], deadline)
   const diff = lastJson<{ newChunks: number, newBytes: number, changed: unknown[], added: unknown[] }>(diffLog)
   const D = diff.newBytes

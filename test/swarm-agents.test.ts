@@ -15,7 +15,7 @@ let agents: AgentSet
 let clusterKey: string
 const golden = (): string => join(work, 'golden')
 
-interface Status { peers: unknown[], versions: Array<{ image: string, number: number, complete: boolean }>, traffic: { rejectedAnnouncements: number, sent: number, received: number } }
+interface Status { peers: unknown[], versions: Array<{ image: string, number: number, complete: boolean }>, traffic: { rejectedAnnouncements: number, sent: number, received: number, providerLookups: number } }
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'imgmesh-swarm-'))
@@ -60,6 +60,8 @@ test('five agents: capture on one, every other deploys it from the swarm, every 
   // The swarm, not the origin alone, made the copies.
   const received = await Promise.all(['b', 'c', 'd', 'e'].map(async n => (await status(n)).traffic.sent))
   assert.ok(received.some(sent => sent > 0), 'no client served any piece to another')
+  // Every client is connected to the origin, which offered the version at once: no DHT lookup.
+  for (const n of ['b', 'c', 'd', 'e']) assert.equal((await status(n)).traffic.providerLookups, 0, `${n} looked for providers`)
 })
 
 test('a trusted node other than the origin publishes the next version; others deploy it', { timeout: 120_000 }, async () => {

@@ -79,6 +79,13 @@ export interface VersionHeld { image: string, number: number, cid: string, piece
 
 /** DHT providers of a version dialled by a fetch even when the node has its `peers` connections. */
 const PROVIDERS_BEYOND_PEERS = 2
+/**
+ * A fetch looks for the version's providers in the DHT only when no connected peer has offered
+ * it this long after the fetch began. In a formed swarm the neighbours answer the fetcher's own
+ * probe within a round trip; a lookup by every node at once (the version and its parents) puts
+ * a query on every peer just when the new version starts to spread.
+ */
+const PROVIDER_LOOKUP_AFTER_MS = 1000
 
 export class Agent {
   readonly store: ImageStore
@@ -89,6 +96,8 @@ export class Agent {
   readonly updates: UpdateManager
   private control: ControlServer | null = null
   private readonly fetchers = new Map<string, Promise<VersionFetcher>>()
+  /** Fetches that looked for providers in the DHT (no connected peer offered the version in time). */
+  private providerLookups = 0
   private readonly complete = new Map<string, Offer>()
   private readonly seeding = new Map<string, Offer>()
   readonly jobs = new Map<string, DeployJob>()
@@ -240,7 +249,11 @@ export class Agent {
     if (f === undefined) {
       f = (async () => {
         const fetcher = new VersionFetcher(this.exchange, this.store.blocks, resolved.cid, resolved.version.body.tree, { candidates: () => this.candidates(), maxInFlight: this.maxInFlight })
-        void this.findProviders([resolved.cid, ...resolved.version.body.parents])
+        void fetcher.noHolderWithin(PROVIDER_LOOKUP_AFTER_MS).then(async (alone) => {
+          if (!alone) return
+          this.providerLookups++
+          await this.findProviders([resolved.cid, ...resolved.version.body.parents])
+        })
         await fetcher.prepare()
         fetcher.start()
         this.provide(resolved.cid)
@@ -428,7 +441,7 @@ export class Agent {
       updates: await this.updates.status(),
       conflicts: this.versions.conflicts,
       assignments: this.updates.list(),
-      traffic: { sent: this.exchange.bytesSent, received: this.exchange.bytesReceived, blocksServed: this.exchange.blocksServed, blocksFetched: this.exchange.blocksFetched, badBlocks: this.exchange.badBlocks, rejectedAnnouncements: this.versions.rejected, rejectedAssignments: this.updates.rejected }
+      traffic: { sent: this.exchange.bytesSent, received: this.exchange.bytesReceived, blocksServed: this.exchange.blocksServed, blocksFetched: this.exchange.blocksFetched, badBlocks: this.exchange.badBlocks, rejectedAnnouncements: this.versions.rejected, rejectedAssignments: this.updates.rejected, providerLookups: this.providerLookups }
     }
   }
 

@@ -77,6 +77,7 @@ export class VersionFetcher implements BlockGetter {
   private finish!: { resolve: () => void, reject: (e: Error) => void }
   readonly done: Promise<void>
   private failure: Error | null = null
+  private ended = false
   private lastProgress = Date.now()
   private samples: Array<[number, number]> = []
   bytes = 0
@@ -88,6 +89,8 @@ export class VersionFetcher implements BlockGetter {
   private startedAt = Date.now()
   /** Peers that answered HAVE with an offer of this version: they hold its whole tree. */
   private readonly holders = new Set<string>()
+  /** Called (once each) when the first holder answers or the fetch ends: see noHolderWithin. */
+  private readonly holderWaiters = new Set<() => void>()
   private readonly early = new Map<string, EarlyHave>()
   private readonly treeQueue: TreeRequest[] = []
   private readonly treePending = new Map<string, TreeRequest>()
@@ -334,7 +337,10 @@ export class VersionFetcher implements BlockGetter {
 
   private onHave (e: HaveEvent): void {
     // An answer with an offer (pieces, or a complete empty version) means the peer holds the tree.
-    if (e.pieceCount > 0 || e.have.kind === 'all') this.holders.add(e.peer)
+    if (e.pieceCount > 0 || e.have.kind === 'all') {
+      this.holders.add(e.peer)
+      this.wakeHolderWaiters()
+    }
     const s = this.scheduler
     if (s === null) {
       this.noteEarly(e)
@@ -475,7 +481,27 @@ export class VersionFetcher implements BlockGetter {
     }
   }
 
+  /**
+   * Resolves true when no peer has offered this version within `ms` and the fetch is still
+   * running (holders beyond the connected peers are worth looking for); false as soon as a peer
+   * offers it, or the fetch ends.
+   */
+  async noHolderWithin (ms: number): Promise<boolean> {
+    if (this.holders.size > 0 || this.ended) return false
+    return await new Promise<boolean>((resolve) => {
+      const wake = (): void => { clearTimeout(timer); this.holderWaiters.delete(wake); resolve(false) }
+      const timer = setTimeout(() => { this.holderWaiters.delete(wake); resolve(true) }, ms)
+      this.holderWaiters.add(wake)
+    })
+  }
+
+  private wakeHolderWaiters (): void {
+    for (const w of [...this.holderWaiters]) w()
+  }
+
   private complete (): void {
+    this.ended = true
+    this.wakeHolderWaiters()
     this.cleanup()
     log.info('version fetched', { version: this.version.toString(), bytes: this.bytes, ms: Date.now() - this.startedAt, sent: this.exchange.messagesSent, received: this.exchange.messagesReceived, wireSent: this.exchange.wireSent, wireReceived: this.exchange.wireReceived, cacheHits: this.exchange.cache.hits, cacheMisses: this.exchange.cache.misses })
     this.finish.resolve()
@@ -484,6 +510,8 @@ export class VersionFetcher implements BlockGetter {
   private fail (err: Error): void {
     if (this.failure !== null) return
     this.failure = err
+    this.ended = true
+    this.wakeHolderWaiters()
     this.cleanup()
     for (const ws of this.pieceWaiters.values()) for (const w of ws) w.failed(err)
     this.pieceWaiters.clear()

@@ -86,6 +86,8 @@ const PROVIDERS_BEYOND_PEERS = 2
  * a query on every peer just when the new version starts to spread.
  */
 const PROVIDER_LOOKUP_AFTER_MS = 1000
+/** A fetched version is provided in the DHT this long after it is complete (see provideLater). */
+const PROVIDE_AFTER_MS = 5000
 
 export class Agent {
   readonly store: ImageStore
@@ -98,6 +100,7 @@ export class Agent {
   private readonly fetchers = new Map<string, Promise<VersionFetcher>>()
   /** Fetches that looked for providers in the DHT (no connected peer offered the version in time). */
   private providerLookups = 0
+  private readonly provideTimers = new Set<NodeJS.Timeout>()
   private readonly complete = new Map<string, Offer>()
   private readonly seeding = new Map<string, Offer>()
   readonly jobs = new Map<string, DeployJob>()
@@ -168,6 +171,8 @@ export class Agent {
     if (this.trustTimer !== undefined) clearInterval(this.trustTimer)
     if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
     this.memoryTrim.stop()
+    for (const t of this.provideTimers) clearTimeout(t)
+    this.provideTimers.clear()
     for (const f of this.fetchers.values()) void f.then(x => { x.stop() }).catch(() => {})
     await this.control?.close()
     await this.updates.stop().catch(() => {})
@@ -234,6 +239,20 @@ export class Agent {
     }))
   }
 
+  /**
+   * A node that fetched a version provides it in the DHT once it holds all of it, PROVIDE_AFTER_MS
+   * later (plus up to as much again at random). A provide is a DHT query plus records sent to the
+   * closest peers; made as each fetch began, or as each ended, every node's came at the moment
+   * the whole swarm was busiest, and on the testbed they cost each node about 0.15 CPU-s of an
+   * update (docs/benchmarks.md). Nodes still fetching are found by their neighbours' probes and
+   * the gossip; the publisher provides at once.
+   */
+  private provideLater (cid: CID): void {
+    const timer = setTimeout(() => { this.provideTimers.delete(timer); this.provide(cid) }, PROVIDE_AFTER_MS * (1 + Math.random()))
+    timer.unref()
+    this.provideTimers.add(timer)
+  }
+
   private provide (cid: CID): void {
     const key = cid.toString()
     if (this.providers.has(key)) return
@@ -256,10 +275,10 @@ export class Agent {
         })
         await fetcher.prepare()
         fetcher.start()
-        this.provide(resolved.cid)
         // A finished fetcher stays: later deploys of the version reuse its loaded tree.
         fetcher.done.then(() => {
           if (fetcher.offer !== null) this.complete.set(key, { ...fetcher.offer, have: 'all' })
+          this.provideLater(resolved.cid)
         }, () => { this.fetchers.delete(key) })
         return fetcher
       })()

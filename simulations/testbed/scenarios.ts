@@ -35,7 +35,7 @@ import { parseSamples } from './sampler.ts'
 import { verifyCopy } from './verify.ts'
 import { mulberry32 } from '../sim/rng.ts'
 import { newOutcomes, waitListening } from './transports/common.ts'
-import { CLI, IMAGE, schedstat, startSwarm, type AgentHandle } from './transports/imgmesh.ts'
+import { CLI, IMAGE, monotonicWindow, schedstat, startSwarm, type AgentHandle } from './transports/imgmesh.ts'
 import type { SpawnRequest, TransportContext } from './transports/types.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -297,7 +297,7 @@ async function updatesScenario (o: Options, tb: Testbed, image: PreparedImage, w
   const done = await waitDeployed(agents, 2, Math.min(deadline, Date.now() + 600_000), (k) => { cpu1[k + 1] = schedstat(agents[k].proc.pid) })
   cpu1[0] = schedstat(h0.proc.pid)
   // The update window on CLOCK_MONOTONIC, to slice a profile (perf record -k CLOCK_MONOTONIC, or --cpu-prof).
-  log(`N=${n} updates: window on CLOCK_MONOTONIC: ${(Number(t0Monotonic) / 1e9).toFixed(6)},${(Number(process.hrtime.bigint()) / 1e9).toFixed(6)}`)
+  log(`N=${n} updates: window on CLOCK_MONOTONIC: ${monotonicWindow(t0Monotonic)}`)
   const diffLog = await cli(ctx, `${publisher.host.name}-diff`, publisher, ['diff', `${IMAGE}@1`, `${IMAGE}@2`, '--json'], deadline)
   const diff = lastJson<{ newChunks: number, newBytes: number, changed: unknown[], added: unknown[] }>(diffLog)
   const D = diff.newBytes

@@ -91,6 +91,11 @@ function sumThreads (threads: Map<string, [number, number]>): [number, number] {
   return [run, wait]
 }
 
+/** "from,to" in seconds on CLOCK_MONOTONIC, from `from` (process.hrtime.bigint()) to now: a window to slice a profile with. */
+export function monotonicWindow (from: bigint): string {
+  return `${(Number(from) / 1e9).toFixed(6)},${(Number(process.hrtime.bigint()) / 1e9).toFixed(6)}`
+}
+
 /** [ns on CPU, ns waiting for a CPU while runnable] of a process, all its threads. */
 export function schedstat (pid: number): [number, number] {
   return sumThreads(threadStats(pid))
@@ -371,7 +376,7 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
 
   at1[0] = readProc(h0.proc.pid)
   // The deploy window on CLOCK_MONOTONIC, to slice a system-wide profile (perf record -k CLOCK_MONOTONIC; perf report --time).
-  ctx.log(`deploy window on CLOCK_MONOTONIC: ${(Number(t0Monotonic) / 1e9).toFixed(6)},${(Number(process.hrtime.bigint()) / 1e9).toFixed(6)}`)
+  ctx.log(`deploy window on CLOCK_MONOTONIC: ${monotonicWindow(t0Monotonic)}`)
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
   const cpu = all.map((a, i) => {
     const [b, e] = [at0[i], at1[i]]

@@ -120,23 +120,7 @@ export class VersionFetcher implements BlockGetter {
    */
   async prepare (): Promise<void> {
     const started = Date.now()
-    this.cleanups.push(this.exchange.onHave(this.version, (e) => { this.onHave(e) }))
-    this.probe()
-    const treeGetter: BlockGetter = {
-      get: async (cid) => {
-        if (await this.store.has(cid)) return await this.store.get(cid)
-        return await this.treeBlock(cid)
-      }
-    }
-    try {
-      this.tree = await loadTree(treeGetter, this.treeCid, TREE_CONCURRENCY)
-    } catch (err) {
-      this.cleanup()
-      throw err
-    } finally {
-      this.stopTreeFetch()
-    }
-    const pieces = pieceList(this.tree)
+    const pieces = pieceList(await this.fetchTree())
     const have = new Bitfield(pieces.length)
     this.sizes = pieces.map(p => p.length)
     for (let i = 0; i < pieces.length; i++) {
@@ -153,6 +137,33 @@ export class VersionFetcher implements BlockGetter {
     log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size })
     // Peers that asked us about this version before we had anything now hear that we do.
     this.exchange.offerReady(this.version)
+  }
+
+  /**
+   * Brings the version's tree into the store, from the peers that hold it, and returns it loaded
+   * and checked. prepare() begins with this; the agent also runs it alone when it learns of a
+   * version (agent.ts, prefetchTree), so that a deploy finds the tree here and moves pieces at once.
+   */
+  async fetchTree (): Promise<DirNode> {
+    if (this.tree !== null) return this.tree
+    if (this.failure !== null) throw this.failure
+    this.cleanups.push(this.exchange.onHave(this.version, (e) => { this.onHave(e) }))
+    this.probe()
+    const treeGetter: BlockGetter = {
+      get: async (cid) => {
+        if (await this.store.has(cid)) return await this.store.get(cid)
+        return await this.treeBlock(cid)
+      }
+    }
+    try {
+      this.tree = await loadTree(treeGetter, this.treeCid, TREE_CONCURRENCY)
+    } catch (err) {
+      this.cleanup()
+      throw err
+    } finally {
+      this.stopTreeFetch()
+    }
+    return this.tree
   }
 
   /** Asks every candidate not asked yet what it holds (before the piece list is known: count 0). */
@@ -513,6 +524,9 @@ export class VersionFetcher implements BlockGetter {
     this.ended = true
     this.wakeHolderWaiters()
     this.cleanup()
+    // A tree still loading (stop() during prepare or fetchTree) ends with the same error.
+    for (const r of [...this.treePending.values(), ...this.treeQueue.splice(0)]) r.reject(err)
+    this.stopTreeFetch()
     for (const ws of this.pieceWaiters.values()) for (const w of ws) w.failed(err)
     this.pieceWaiters.clear()
     this.finish.reject(err)

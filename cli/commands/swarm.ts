@@ -76,8 +76,7 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('group', { type: 'string', array: true, describe: 'group this node belongs to (assignments name groups); repeat for several, first wins' })
       .option('target', { type: 'string', describe: 'where assigned images are applied (e.g. / for the node\'s own root)' })
       .option('hook-timeout', { type: 'number', default: 300, describe: 'seconds a pre/post-apply hook may run' })
-      .option('keep', { type: 'number', default: 5, describe: 'versions kept per image by the periodic GC (deployed and assigned ones always)' })
-      .option('tree-prefetch', { type: 'boolean', default: true, describe: 'fetch the tree (not the content) of every version learnt of, so that a deploy starts at once (--no-tree-prefetch to turn off)' })),
+      .option('keep', { type: 'number', default: 5, describe: 'versions kept per image by the periodic GC (deployed and assigned ones always)' })),
     async (a) => {
       // A long-running agent outlives one failed exchange with one peer: a promise rejected
       // with nobody waiting for it is logged, not fatal.
@@ -92,8 +91,7 @@ export function swarmCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         groups: a.group,
         target: a.target === undefined ? undefined : resolvePath(a.target),
         hookTimeoutMs: a.hookTimeout * 1000,
-        keep: a.keep,
-        treePrefetch: a.treePrefetch
+        keep: a.keep
       })
       for (const addr of agent.addresses()) process.stdout.write(addr + '\n')
       const operator = await startOperatorForArgs(agent, a).catch(async (err: unknown) => { await agent.stop(); throw err })

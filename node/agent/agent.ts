@@ -22,7 +22,6 @@ import { UpdateManager } from './updates.ts'
 import { planRollback } from '../target/rollback.ts'
 import { pruneVersions } from '../image/retention.ts'
 import type { Policy } from '../../protocols/assignment.ts'
-import type { SignedVersion } from '../../protocols/version.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 import { MemoryTrim } from './memory-trim.ts'
@@ -62,11 +61,6 @@ export interface AgentOptions {
   keep?: number
   /** How often the periodic GC runs (default 10 min). */
   gcIntervalMs?: number
-  /**
-   * Fetch the tree of every version learnt of, before any deploy asks for it (default true; see
-   * prefetchTree). Off: a version's tree moves only when it is deployed or applied.
-   */
-  treePrefetch?: boolean
 }
 
 export interface DeployJob {
@@ -94,11 +88,6 @@ const PROVIDERS_BEYOND_PEERS = 2
 const PROVIDER_LOOKUP_AFTER_MS = 1000
 /** A fetched version is provided in the DHT this long after it is complete (see provideLater). */
 const PROVIDE_AFTER_MS = 5000
-/**
- * A version learnt of has its tree fetched after a random delay of up to this, so that a swarm
- * that hears of a version all at once does not ask its publisher all at once (see prefetchTree).
- */
-const TREE_PREFETCH_SPREAD_MS = 2000
 
 export class Agent {
   readonly store: ImageStore
@@ -112,17 +101,7 @@ export class Agent {
   /** Fetches that looked for providers in the DHT (no connected peer offered the version in time). */
   private providerLookups = 0
   private readonly provideTimers = new Set<NodeJS.Timeout>()
-  /** Tree prefetches under way, by version CID (see prefetchTree), and those waiting for their turn. */
-  private readonly prefetches = new Map<string, { fetcher: VersionFetcher, done: Promise<void> }>()
-  private readonly prefetchTimers = new Set<NodeJS.Timeout>()
-  private readonly treePrefetch: boolean
   private readonly complete = new Map<string, Offer>()
-  /**
-   * Offers of versions held in part and not being fetched (a prefetched tree, an interrupted
-   * fetch): what the store held when last scanned. Such a version changes only through a fetch
-   * (which drops it from here) or the GC (which clears this).
-   */
-  private readonly scanned = new Map<string, Offer>()
   private readonly seeding = new Map<string, Offer>()
   readonly jobs = new Map<string, DeployJob>()
   private readonly providers = new Set<string>()
@@ -141,7 +120,6 @@ export class Agent {
     this.store = store
     this.identity = identity
     this.swarm = swarm
-    this.treePrefetch = opts.treePrefetch ?? true
     this.exchange = new BlockExchange(swarm.libp2p, store.blocks, async (v) => await this.offerFor(v), { uploadBytesPerSecond: opts.uploadLimit })
     this.versions = new VersionSync(swarm.libp2p, store, identity.clusterId, (v) => { this.onLearnt(v) })
     this.updates = new UpdateManager({
@@ -195,9 +173,6 @@ export class Agent {
     this.memoryTrim.stop()
     for (const t of this.provideTimers) clearTimeout(t)
     this.provideTimers.clear()
-    for (const t of this.prefetchTimers) clearTimeout(t)
-    this.prefetchTimers.clear()
-    for (const p of this.prefetches.values()) p.fetcher.stop()
     for (const f of this.fetchers.values()) void f.then(x => { x.stop() }).catch(() => {})
     await this.control?.close()
     await this.updates.stop().catch(() => {})
@@ -217,7 +192,7 @@ export class Agent {
     if (seeding !== undefined) return seeding
     const fetching = this.fetchers.get(key)
     if (fetching !== undefined) { try { return (await fetching).offer } catch { return null } }
-    const done = this.complete.get(key) ?? this.scanned.get(key)
+    const done = this.complete.get(key)
     if (done !== undefined) return done
     return await this.scanOffer(version)
   }
@@ -233,7 +208,6 @@ export class Agent {
     pieces.forEach((p, i) => index.set(p.cid.toString(), i))
     const offer: Offer = { version, pieces: pieces.map(p => p.cid), index, have: have.complete ? 'all' : have }
     if (have.complete) this.complete.set(version.toString(), offer)
-    else this.scanned.set(version.toString(), offer)
     return offer
   }
 
@@ -293,9 +267,6 @@ export class Agent {
     let f = this.fetchers.get(key)
     if (f === undefined) {
       f = (async () => {
-        // A prefetch of the tree under way: its blocks are the first this fetch needs.
-        await this.prefetches.get(key)?.done
-        this.scanned.delete(key)
         const fetcher = new VersionFetcher(this.exchange, this.store.blocks, resolved.cid, resolved.version.body.tree, { candidates: () => this.candidates(), maxInFlight: this.maxInFlight })
         void fetcher.noHolderWithin(PROVIDER_LOOKUP_AFTER_MS).then(async (alone) => {
           if (!alone) return
@@ -315,47 +286,6 @@ export class Agent {
       f.catch(() => { this.fetchers.delete(key) })
     }
     return await f
-  }
-
-  /**
-   * Fetches a version's tree, not its pieces, into the store: a node that learns of a version
-   * holds its metadata before a deploy or an update asks for it, as a BitTorrent client holds a
-   * torrent's metainfo before it starts. The deploy then loads the tree from disk and asks for
-   * pieces at once; without it, every client of a deploy started at once fetched the whole tree
-   * from the few holders first (on the testbed, 10 clients: about a second, 7% of the deploy).
-   * A node that holds the tree answers other fetchers' probes as a holder of it, so the trees
-   * spread from peer to peer. Costs the tree's size per version learnt (0.3% of a /usr image).
-   */
-  async prefetchTree (cid: CID, version: SignedVersion): Promise<void> {
-    const key = cid.toString()
-    if (this.fetchers.has(key) || this.complete.has(key) || this.seeding.has(key)) return
-    const running = this.prefetches.get(key)
-    if (running !== undefined) return await running.done
-    const fetcher = new VersionFetcher(this.exchange, this.store.blocks, cid, version.body.tree, { candidates: () => this.candidates() })
-    const started = Date.now()
-    const done = (async () => {
-      try {
-        await fetcher.fetchTree()
-        log.debug('tree prefetched', { image: version.body.image, number: version.body.number, ms: Date.now() - started })
-      } catch (err) {
-        log.debug('tree prefetch failed', { image: version.body.image, number: version.body.number, error: (err as Error).message })
-      } finally {
-        fetcher.stop()
-        this.prefetches.delete(key)
-      }
-    })()
-    this.prefetches.set(key, { fetcher, done })
-    await done
-  }
-
-  private prefetchTreeLater (v: LearntVersion): void {
-    if (!this.treePrefetch) return
-    const timer = setTimeout(() => {
-      this.prefetchTimers.delete(timer)
-      void this.prefetchTree(v.cid, v.version)
-    }, TREE_PREFETCH_SPREAD_MS * Math.random())
-    timer.unref()
-    this.prefetchTimers.add(timer)
   }
 
   /** Resolves NAME[@N] locally, after a fresh heads exchange with connected peers if needed. */
@@ -452,7 +382,6 @@ export class Agent {
   private onLearnt (v: LearntVersion): void {
     log.info('new version available', { image: v.version.body.image, number: v.version.body.number, via: v.via })
     this.updates.onVersion(v.version.body.image)
-    this.prefetchTreeLater(v)
   }
 
   /**
@@ -479,7 +408,6 @@ export class Agent {
     const r = await this.store.gc()
     for (const v of pruned.removed) log.info('dropped version', v)
     this.complete.clear()
-    this.scanned.clear()
     return { versionsRemoved: pruned.removed.length, blocksRemoved: r.removed, bytes: r.bytes }
   }
 

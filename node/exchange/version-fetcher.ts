@@ -120,33 +120,6 @@ export class VersionFetcher implements BlockGetter {
    */
   async prepare (): Promise<void> {
     const started = Date.now()
-    const pieces = pieceList(await this.fetchTree())
-    const have = new Bitfield(pieces.length)
-    this.sizes = pieces.map(p => p.length)
-    for (let i = 0; i < pieces.length; i++) {
-      this.totalBytes += pieces[i].length
-      if (await this.store.has(pieces[i].cid)) { have.set(i); this.bytes += pieces[i].length }
-    }
-    const maxInFlight = this.opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
-    this.scheduler = new PieceScheduler(pieces.length, have, { maxInFlight })
-    if (this.opts.inFlightTargetMs !== 0) this.rates = new PeerRates(this.totalBytes / Math.max(1, pieces.length), { targetMs: this.opts.inFlightTargetMs ?? 600, max: maxInFlight })
-    const index = new Map<string, number>()
-    pieces.forEach((p, i) => index.set(p.cid.toString(), i))
-    this.offer = { version: this.version, pieces: pieces.map(p => p.cid), index, have }
-    this.startedAt = Date.now()
-    log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size })
-    // Peers that asked us about this version before we had anything now hear that we do.
-    this.exchange.offerReady(this.version)
-  }
-
-  /**
-   * Brings the version's tree into the store, from the peers that hold it, and returns it loaded
-   * and checked. prepare() begins with this; the agent also runs it alone when it learns of a
-   * version (agent.ts, prefetchTree), so that a deploy finds the tree here and moves pieces at once.
-   */
-  async fetchTree (): Promise<DirNode> {
-    if (this.tree !== null) return this.tree
-    if (this.failure !== null) throw this.failure
     this.cleanups.push(this.exchange.onHave(this.version, (e) => { this.onHave(e) }))
     this.probe()
     const treeGetter: BlockGetter = {
@@ -163,7 +136,23 @@ export class VersionFetcher implements BlockGetter {
     } finally {
       this.stopTreeFetch()
     }
-    return this.tree
+    const pieces = pieceList(this.tree)
+    const have = new Bitfield(pieces.length)
+    this.sizes = pieces.map(p => p.length)
+    for (let i = 0; i < pieces.length; i++) {
+      this.totalBytes += pieces[i].length
+      if (await this.store.has(pieces[i].cid)) { have.set(i); this.bytes += pieces[i].length }
+    }
+    const maxInFlight = this.opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
+    this.scheduler = new PieceScheduler(pieces.length, have, { maxInFlight })
+    if (this.opts.inFlightTargetMs !== 0) this.rates = new PeerRates(this.totalBytes / Math.max(1, pieces.length), { targetMs: this.opts.inFlightTargetMs ?? 600, max: maxInFlight })
+    const index = new Map<string, number>()
+    pieces.forEach((p, i) => index.set(p.cid.toString(), i))
+    this.offer = { version: this.version, pieces: pieces.map(p => p.cid), index, have }
+    this.startedAt = Date.now()
+    log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size })
+    // Peers that asked us about this version before we had anything now hear that we do.
+    this.exchange.offerReady(this.version)
   }
 
   /** Asks every candidate not asked yet what it holds (before the piece list is known: count 0). */
@@ -524,9 +513,6 @@ export class VersionFetcher implements BlockGetter {
     this.ended = true
     this.wakeHolderWaiters()
     this.cleanup()
-    // A tree still loading (stop() during prepare or fetchTree) ends with the same error.
-    for (const r of [...this.treePending.values(), ...this.treeQueue.splice(0)]) r.reject(err)
-    this.stopTreeFetch()
     for (const ws of this.pieceWaiters.values()) for (const w of ws) w.failed(err)
     this.pieceWaiters.clear()
     this.finish.reject(err)

@@ -344,14 +344,15 @@ export class BlockExchange {
   }
 
   /**
-   * We now have an offer of this version (a fetch has its piece list): peers that asked about it
-   * while we had nothing get our HAVE now, and are kept up to date from then on.
+   * We have a new offer of this version (a fetch has its piece list): peers that asked about it
+   * while we had nothing get our HAVE now, and peers told of an earlier offer of it (what the
+   * store held, such as a prefetched tree) are moved to this one; all are kept up to date from
+   * then on.
    */
   offerReady (version: CID): void {
     const set = this.interested.get(version.toString())
     if (set === undefined) return
-    this.interested.delete(version.toString())
-    for (const fn of set) fn(version)
+    for (const fn of [...set]) fn(version)
   }
 
   // ---------------------------------------------------------------- server side (their requests)
@@ -422,15 +423,23 @@ export class BlockExchange {
         send({ type: 'have', version: w.offer.version, pieceCount, have }).catch(() => {})
       }
     }
-    // Versions this peer asked about while we had nothing: answered when an offer appears.
+    // Versions this peer asked about: answered when an offer appears (we had nothing), or told
+    // again when the offer is replaced (a fetch began where the store held part of the version).
     const asked = new Set<string>()
     const onOffer = (version: CID): void => {
       const key = version.toString()
       if (ended || !asked.has(key)) return
-      asked.delete(key)
       void this.offerSource(version).then(async (offer) => {
-        if (offer !== null && !ended && !watching.has(key)) await tell(key, offer)
+        if (offer === null || ended || watching.get(key)?.offer === offer) return
+        await tell(key, offer)
       }).catch(() => {})
+    }
+    const listen = (key: string): void => {
+      if (asked.has(key)) return
+      asked.add(key)
+      let set = this.interested.get(key)
+      if (set === undefined) { set = new Set(); this.interested.set(key, set) }
+      set.add(onOffer)
     }
     const updater = setInterval(flushHave, HAVE_UPDATE_MS)
     const zStream = this.compress && stream.protocol === BLOCKS_PROTOCOL_Z
@@ -528,12 +537,9 @@ export class BlockExchange {
           // The asker's HAVE says what it holds now.
           this.peerPieces.note(peer, key, msg.pieceCount, msg.have, true)
           const offer = await this.offerSource(msg.version)
+          listen(key)
           if (offer === null) {
             await send({ type: 'have', version: msg.version, pieceCount: msg.pieceCount, have: { kind: 'indexes', indexes: [] } })
-            asked.add(key)
-            let set = this.interested.get(key)
-            if (set === undefined) { set = new Set(); this.interested.set(key, set) }
-            set.add(onOffer)
             continue
           }
           await tell(key, offer)
@@ -549,7 +555,11 @@ export class BlockExchange {
     } finally {
       ended = true
       clearInterval(updater)
-      for (const key of asked) this.interested.get(key)?.delete(onOffer)
+      for (const key of asked) {
+        const set = this.interested.get(key)
+        set?.delete(onOffer)
+        if (set?.size === 0) this.interested.delete(key)
+      }
       waker.wake?.()
       await working
       this.servedStreams.delete(stream)

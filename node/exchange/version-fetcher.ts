@@ -513,6 +513,9 @@ export class VersionFetcher implements BlockGetter {
     this.ended = true
     this.wakeHolderWaiters()
     this.cleanup()
+    // A tree still loading (stop() during prepare) ends with the same error, and its timer stops.
+    for (const r of [...this.treePending.values(), ...this.treeQueue.splice(0)]) r.reject(err)
+    this.stopTreeFetch()
     for (const ws of this.pieceWaiters.values()) for (const w of ws) w.failed(err)
     this.pieceWaiters.clear()
     this.finish.reject(err)

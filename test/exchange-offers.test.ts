@@ -1,0 +1,93 @@
+/**
+ * A node's offer of a version can be replaced: what its store held of it (an interrupted fetch,
+ * scanned on demand) gives way to a fetch's live offer once the fetch resumes. A peer told of the
+ * first must go on hearing of the pieces the second gains. Two real libp2p nodes on loopback.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
+import { generateClusterKey } from '../node/swarm/cluster-key.ts'
+import { generatePeerKey } from '../node/swarm/peer-key.ts'
+import { createSwarmNode, type SwarmNode } from '../node/swarm/libp2p-node.ts'
+import { BlockStore } from '../node/store/block-store.ts'
+import { BlockExchange, type HaveEvent, type Offer } from '../node/exchange/block-exchange.ts'
+import { Bitfield } from '../node/fetch/bitfield.ts'
+
+const cid = (codec: number): CID => CID.createV1(codec, Digest.create(0x12, new Uint8Array(randomBytes(32))))
+
+function offerOf (version: CID, pieces: CID[], held: number[]): Offer {
+  const have = new Bitfield(pieces.length)
+  for (const i of held) have.set(i)
+  return { version, pieces, index: new Map(pieces.map((p, i) => [p.toString(), i])), have }
+}
+
+/** Indexes a HAVE message says the sender holds. */
+function heldIn (e: HaveEvent): number[] {
+  if (e.have.kind === 'all') return Array.from({ length: e.pieceCount }, (_, i) => i)
+  if (e.have.kind === 'indexes') return e.have.indexes
+  const b = new Bitfield(e.pieceCount, e.have.bitmap)
+  return Array.from({ length: e.pieceCount }, (_, i) => i).filter(i => b.has(i))
+}
+
+test('a peer told of a stored part of a version hears of the pieces a resumed fetch adds', { timeout: 30_000 }, async () => {
+  const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
+  const nodes: SwarmNode[] = []
+  const exchanges: BlockExchange[] = []
+  try {
+    const clusterKey = generateClusterKey()
+    const a = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    nodes.push(a)
+    const b = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    nodes.push(b)
+    const version = cid(0x71)
+    const pieces = Array.from({ length: 16 }, () => cid(0x55))
+    // Node a holds piece 0 from an earlier, interrupted fetch: each ask scans the store anew.
+    let live: Offer | null = null
+    const source = async (v: CID): Promise<Offer | null> => v.equals(version) ? (live ?? offerOf(version, pieces, [0])) : null
+    const storeA = new BlockStore(join(work, 'a'))
+    await storeA.open()
+    const storeB = new BlockStore(join(work, 'b'))
+    await storeB.open()
+    const exA = new BlockExchange(a.libp2p, storeA, source)
+    const exB = new BlockExchange(b.libp2p, storeB, async () => null)
+    exchanges.push(exA, exB)
+    await exA.start()
+    await exB.start()
+    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+
+    const heard = new Set<number>()
+    let messages = 0
+    exB.onHave(version, (e) => { messages++; for (const i of heldIn(e)) heard.add(i) })
+    await exB.askHave(a.libp2p.peerId.toString(), version, 0, { kind: 'bitmap', bitmap: new Uint8Array(0) })
+    const until = async (what: string, ok: () => boolean): Promise<void> => {
+      const end = Date.now() + 5000
+      while (!ok()) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+    }
+    await until('the first answer', () => heard.has(0))
+    assert.deepEqual([...heard], [0])
+
+    // The fetch resumes on a: a live offer replaces the scanned one, and gains pieces.
+    live = offerOf(version, pieces, [0])
+    exA.offerReady(version)
+    const have = live.have as Bitfield
+    have.set(3)
+    have.set(9)
+    await until('pieces 3 and 9', () => heard.has(3) && heard.has(9))
+    have.set(15)
+    await until('piece 15', () => heard.has(15))
+    assert.deepEqual([...heard].sort((x, y) => x - y), [0, 3, 9, 15])
+    assert.ok(messages >= 2)
+  } finally {
+    for (const ex of exchanges) await ex.stop().catch(() => {})
+    for (const n of nodes) await n.stop().catch(() => {})
+    await rm(work, { recursive: true, force: true })
+  }
+})

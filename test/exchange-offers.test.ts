@@ -1,7 +1,8 @@
 /**
  * A node's offer of a version can be replaced: what its store held of it (an interrupted fetch,
  * scanned on demand) gives way to a fetch's live offer once the fetch resumes. A peer told of the
- * first must go on hearing of the pieces the second gains. Two real libp2p nodes on loopback.
+ * first must go on hearing of the pieces the second gains. And a fetch stopped while its tree is
+ * loading ends at once. Two real libp2p nodes on loopback.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -17,6 +18,7 @@ import { createSwarmNode, type SwarmNode } from '../node/swarm/libp2p-node.ts'
 import { BlockStore } from '../node/store/block-store.ts'
 import { BlockExchange, type HaveEvent, type Offer } from '../node/exchange/block-exchange.ts'
 import { Bitfield } from '../node/fetch/bitfield.ts'
+import { VersionFetcher } from '../node/exchange/version-fetcher.ts'
 
 const cid = (codec: number): CID => CID.createV1(codec, Digest.create(0x12, new Uint8Array(randomBytes(32))))
 
@@ -34,7 +36,7 @@ function heldIn (e: HaveEvent): number[] {
   return Array.from({ length: e.pieceCount }, (_, i) => i).filter(i => b.has(i))
 }
 
-test('a peer told of a stored part of a version hears of the pieces a resumed fetch adds', { timeout: 30_000 }, async () => {
+test('a peer told of a stored part of a version hears of the pieces a resumed fetch adds; a stopped tree load ends', { timeout: 30_000 }, async () => {
   const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
   const nodes: SwarmNode[] = []
   const exchanges: BlockExchange[] = []
@@ -85,6 +87,15 @@ test('a peer told of a stored part of a version hears of the pieces a resumed fe
     await until('piece 15', () => heard.has(15))
     assert.deepEqual([...heard].sort((x, y) => x - y), [0, 3, 9, 15])
     assert.ok(messages >= 2)
+
+    // A fetch stopped while its tree is still loading (no peer holds the tree) ends at once.
+    const fetcher = new VersionFetcher(exB, storeB, cid(0x71), cid(0x71), { candidates: () => [] })
+    const preparing = fetcher.prepare()
+    await new Promise(resolve => setTimeout(resolve, 300))
+    const t = Date.now()
+    fetcher.stop()
+    await assert.rejects(preparing, (err: Error & { code?: string }) => err.code === 'EABORTED')
+    assert.ok(Date.now() - t < 1000, `prepare() ended ${Date.now() - t} ms after stop()`)
   } finally {
     for (const ex of exchanges) await ex.stop().catch(() => {})
     for (const n of nodes) await n.stop().catch(() => {})

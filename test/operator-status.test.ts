@@ -151,3 +151,20 @@ test('status pace: longer intervals in a larger swarm; an unchanged status goes 
   await waitUntil('b sees a holding the new version', () => b.surface.gossip.nodes().some(e => e.status.peer === a.agent.identity.peerId && e.status.held.some(h => h.image === 'pace')), 20_000, 50)
   assert.ok(Date.now() - t0 < 2 * interval + 2000, `the change took ${Date.now() - t0} ms to arrive (interval ${interval} ms)`)
 })
+
+test('status pace while blocks move: progress alone waits for BUSY_EVERY intervals, a change of state goes out at once', async () => {
+  const { shouldPublish, BUSY_EVERY, UNCHANGED_EVERY, SHARE_MS } = await import('../node/operator/status-gossip.ts')
+  const intervalMs = 10_000
+  const at = (intervals: number): number => intervals * intervalMs
+  // Idle: a change goes out at the next turn, an unchanged status every UNCHANGED_EVERY intervals.
+  assert.equal(shouldPublish({ sinceMs: at(1), intervalMs, busy: false, changed: true, stateChanged: false }), true)
+  assert.equal(shouldPublish({ sinceMs: at(1), intervalMs, busy: false, changed: false, stateChanged: false }), false)
+  assert.equal(shouldPublish({ sinceMs: at(UNCHANGED_EVERY), intervalMs, busy: false, changed: false, stateChanged: false }), true)
+  // Busy: progress waits for BUSY_EVERY intervals (less the timer's slack), then goes out.
+  for (let k = 1; k < BUSY_EVERY; k++) {
+    assert.equal(shouldPublish({ sinceMs: at(k), intervalMs, busy: true, changed: true, stateChanged: false }), false, `progress after ${k} interval(s)`)
+  }
+  assert.equal(shouldPublish({ sinceMs: at(BUSY_EVERY) - SHARE_MS, intervalMs, busy: true, changed: true, stateChanged: false }), true)
+  // Busy: a transfer finished or failed, a version deployed: at once.
+  assert.equal(shouldPublish({ sinceMs: at(1), intervalMs, busy: true, changed: true, stateChanged: true }), true)
+})

@@ -346,8 +346,8 @@ export class BlockExchange {
   /**
    * We have a new offer of this version (a fetch has its piece list): peers that asked about it
    * while we had nothing get our HAVE now, and peers told of an earlier offer of it (what the
-   * store held, such as a prefetched tree) are moved to this one; all are kept up to date from
-   * then on.
+   * store held of an interrupted fetch) are moved to this one; all are kept up to date from then
+   * on.
    */
   offerReady (version: CID): void {
     const set = this.interested.get(version.toString())

@@ -30,7 +30,8 @@
  * compress=zstd|off (blocks on the wire; IMGMESH_WIRE_COMPRESSION of the agents), cache-mb=N
  * (IMGMESH_BLOCK_CACHE_MB), max-in-flight=N, upload-limit=SIZE (e.g. 6M), log=LEVEL (IMGMESH_LOG of the agents, e.g.
  * info), start-batch=N (agents started at once during setup, default 4), settle=MS (pause after
- * the mesh formed, default 1000), node-args="..." (extra node flags for the agents, e.g. --cpu-prof).
+ * the mesh formed, default 1000), node-args="..." (extra node flags for the agents, e.g. --cpu-prof),
+ * agent-args="..." (extra `imgmesh agent` flags, e.g. --status-interval 60).
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
@@ -181,6 +182,7 @@ async function startAgent (ctx: TransportContext, host: Host, dataDir: string, b
   const peers = peersOf(ctx)
   if (peers !== undefined) args.push('--peers', String(peers))
   args.push(...extra)
+  args.push(...opt(ctx, 'agent-args', '').split(/\s+/).filter(s => s !== ''))
   if (ctx.options['max-in-flight'] !== undefined) args.push('--max-in-flight', ctx.options['max-in-flight'])
   if (ctx.options['upload-limit'] !== undefined) args.push('--upload-limit', ctx.options['upload-limit'])
   const name = `${host.name}-agent`

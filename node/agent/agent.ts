@@ -109,7 +109,7 @@ export class Agent {
   maxInFlight = DEFAULT_MAX_IN_FLIGHT
   private trustTimer: NodeJS.Timeout | undefined
   private gcTimer: NodeJS.Timeout | undefined
-  /** Gives back the caches and the young generation once transfers have stopped (memory-trim.ts). */
+  /** Gives back the caches and the C heap's free pages once transfers have stopped (memory-trim.ts). */
   private readonly memoryTrim = new MemoryTrim({
     activity: () => this.exchange.bytesSent + this.exchange.bytesReceived + this.fetchers.size + this.jobs.size,
     busy: () => [...this.jobs.values()].some(j => j.state === 'fetching' || j.state === 'writing'),

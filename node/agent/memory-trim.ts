@@ -1,43 +1,26 @@
 /**
- * Gives memory back once the agent has gone quiet. Start-up and a transfer grow V8's young
- * generation to its full 32 MiB and fill the block caches' arenas (2 × 16 MiB); an agent that then
- * sits idle for hours keeps all of it. V8's own memory reducer shrinks the heap only when it sees
- * almost no allocation, which the swarm's timers (gossip, status, DHT) often prevent: measured on
- * an agent with one peer, 157 MiB RSS 30 s after start in one run and 134 in another.
+ * Gives memory back once the agent has gone quiet. A transfer fills the block caches' arenas
+ * (2 × 16 MiB) and leaves glibc holding what the transfer's threads freed in their arenas; an agent
+ * that then sits idle for hours keeps all of it.
  *
  * Every `intervalMs` the agent's activity (a counter that moves with every block sent or
  * received, and with fetches started) is compared with the last reading; a running deploy counts
- * as activity. After a change, once it has stayed still for `quietMs`, the trim runs once: the caches are released, then one full,
- * memory-reducing collection (about 80 ms), then the C heap's free pages go back to the kernel
- * (glibc keeps what the transfer's threads freed in their arenas: measured after serving 512 MiB,
- * 182 MiB RSS after the collection, 129 after malloc_trim). Start-up counts as activity, so a
- * freshly started agent trims once after `quietMs`.
+ * as activity. After a change, once it has stayed still for `quietMs`, the trim runs once: the
+ * caches are released, then the C heap's free pages go back to the kernel (malloc_trim). Start-up
+ * counts as activity, so a freshly started agent trims once after `quietMs`.
+ *
+ * The trim does not force a garbage collection. One did (a memory-reducing full collection, which
+ * took an idle agent from about 170 to 117 MiB RSS where the trim alone reaches about 157), but
+ * the deploy after it paid dearly: V8 sizes the old generation's next limit from that collection,
+ * and the next transfer ran some 28 mark-compacts per agent instead of 2 to 10, about 1 s more CPU
+ * per client and 1.75 instead of 1.51 T_min on the 10-client testbed (docs/benchmarks.md). A
+ * regular full collection did the same. Forty MiB per idle agent is the cheaper side.
  */
-import v8 from 'node:v8'
-import vm from 'node:vm'
 import { readFileSync } from 'node:fs'
 import { createLogger } from '../logger.ts'
 import { nativeHeap } from '../native/heap.ts'
 
 const log = createLogger('memory')
-
-type GcFunction = (opts?: { type?: 'major' | 'minor', execution?: 'sync' | 'async', flavor?: 'regular' | 'last-resort' }) => void
-
-let gcFn: GcFunction | null | undefined
-
-/** V8's gc(), made available at run time (null if this runtime refuses). */
-function fullGc (): GcFunction | null {
-  if (gcFn !== undefined) return gcFn
-  try {
-    v8.setFlagsFromString('--expose-gc')
-    const f: unknown = vm.runInNewContext('gc')
-    gcFn = typeof f === 'function' ? f as GcFunction : null
-  } catch {
-    gcFn = null
-  }
-  if (gcFn === null) log.info('no gc() in this runtime; idle memory is left to V8')
-  return gcFn
-}
 
 /** Resident set size of this process in MiB (Linux), NaN elsewhere. */
 export function rssMiB (): number {
@@ -99,12 +82,11 @@ export class MemoryTrim {
     this.trim()
   }
 
-  /** Releases the caches, runs one memory-reducing full collection and trims the C heap. */
+  /** Releases the caches and gives the C heap's free pages back to the kernel. */
   trim (): void {
     const before = rssMiB()
     const t0 = Date.now()
     this.opts.release()
-    fullGc()?.({ type: 'major', execution: 'sync', flavor: 'last-resort' })
     nativeHeap.trim()
     this.trims++
     log.debug('trimmed', { rssBeforeMiB: Math.round(before), rssAfterMiB: Math.round(rssMiB()), ms: Date.now() - t0 })

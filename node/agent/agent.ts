@@ -26,6 +26,7 @@ import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 import { MemoryTrim } from './memory-trim.ts'
 import { delayOptimization } from './tiering.ts'
+import { steadyHeapGrowth } from './heap-growth.ts'
 
 /**
  * Pieces of a brand-new version shown to each peer before it takes them (more to a peer that
@@ -137,6 +138,7 @@ export class Agent {
 
   static async start (opts: AgentOptions): Promise<Agent> {
     delayOptimization()
+    steadyHeapGrowth()
     const store = await ImageStore.open(opts.dataDir)
     const identity = await loadIdentity(store)
     const swarm = await createSwarmNode({

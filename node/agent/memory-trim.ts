@@ -13,7 +13,7 @@
  * took an idle agent from about 170 to 117 MiB RSS where the trim alone reaches about 157), but
  * the deploy after it paid dearly: V8 sizes the old generation's next limit from that collection,
  * and the next transfer ran some 28 mark-compacts per agent instead of 2 to 10, about 1 s more CPU
- * per client and 1.75 instead of 1.51 T_min on the 10-client testbed (docs/benchmarks.md). A
+ * per client and 1.75–2.33 instead of 1.48–1.52 T_min on the 10-client testbed (docs/benchmarks.md). A
  * regular full collection did the same. Forty MiB per idle agent is the cheaper side.
  */
 import { readFileSync } from 'node:fs'

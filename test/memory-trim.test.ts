@@ -36,10 +36,13 @@ test('trims once after quietMs without activity, not while busy, again after new
   assert.equal(t.trims, 2)
 })
 
+/** V8's gc(), as the tests call it. */
+type GcFunction = (opts?: { type?: 'major' | 'minor', execution?: 'sync', flavor?: 'regular' | 'last-resort' }) => void
+
 /** V8's gc(), exposed at run time for the tests' own collections. */
-function testGc (): (opts?: { type?: 'major' | 'minor', execution?: 'sync', flavor?: 'regular' | 'last-resort' }) => void {
+function testGc (): GcFunction {
   v8.setFlagsFromString('--expose-gc')
-  return vm.runInNewContext('gc') as (opts?: { type?: 'major' | 'minor', execution?: 'sync', flavor?: 'regular' | 'last-resort' }) => void
+  return vm.runInNewContext('gc') as GcFunction
 }
 
 /** Major collections seen while `fn` runs (perf_hooks reports them asynchronously). */

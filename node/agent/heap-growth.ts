@@ -16,6 +16,7 @@
  */
 import v8 from 'node:v8'
 import { createLogger } from '../logger.ts'
+import { envInteger } from './env-integer.ts'
 
 const log = createLogger('agent')
 
@@ -24,13 +25,7 @@ export const HEAP_GROWING_PERCENT = 100
 
 /** The percentage to use: from IMGMESH_HEAP_GROWING_PERCENT when it is an integer 0–1000, else the default. */
 export function heapGrowingPercent (env: string | undefined = process.env.IMGMESH_HEAP_GROWING_PERCENT): number {
-  if (env === undefined || env.trim() === '') return HEAP_GROWING_PERCENT
-  const n = Number(env)
-  if (!Number.isInteger(n) || n < 0 || n > 1000) {
-    log.warn('IMGMESH_HEAP_GROWING_PERCENT is not an integer from 0 to 1000; using the default', { value: env, default: HEAP_GROWING_PERCENT })
-    return HEAP_GROWING_PERCENT
-  }
-  return n
+  return envInteger('IMGMESH_HEAP_GROWING_PERCENT', env, HEAP_GROWING_PERCENT, 0, 1000)
 }
 
 /** Fixes the heap's growth factor for this process (0: V8's own rule); returns the percentage in force. */

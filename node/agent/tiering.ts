@@ -15,6 +15,7 @@
  */
 import v8 from 'node:v8'
 import { createLogger } from '../logger.ts'
+import { envInteger } from './env-integer.ts'
 
 const log = createLogger('agent')
 
@@ -26,13 +27,7 @@ const V8_OSR_AFTER = 800
 
 /** The call count to use: from IMGMESH_TURBOFAN_AFTER when it is a positive integer, else the default. */
 export function turbofanAfter (env: string | undefined = process.env.IMGMESH_TURBOFAN_AFTER): number {
-  if (env === undefined || env.trim() === '') return TURBOFAN_AFTER_CALLS
-  const n = Number(env)
-  if (!Number.isInteger(n) || n <= 0) {
-    log.warn('IMGMESH_TURBOFAN_AFTER is not a positive integer; using the default', { value: env, default: TURBOFAN_AFTER_CALLS })
-    return TURBOFAN_AFTER_CALLS
-  }
-  return n
+  return envInteger('IMGMESH_TURBOFAN_AFTER', env, TURBOFAN_AFTER_CALLS, 1)
 }
 
 /** Sets the thresholds for this process; returns the call count in force. */

@@ -222,8 +222,8 @@ test('a peer frozen for 40 s (SIGSTOP) keeps its connection: a ping it does not 
   await waitFor('p and q connected', async () => (await peersOf('p')).some(x => x.peer === idOf(q.addr)))
   // q dialled p: p sees q at q's ephemeral port, which a new connection would change.
   const before = (await peersOf('p')).find(x => x.peer === idOf(q.addr))!.addresses
-  // q's connection monitor pings p about 30 s after q started, and the ping fails while p is
-  // frozen (the library's default then closed the connection).
+  // q's muxer pings p every 30 s and gets no answer while p is frozen (the library's connection
+  // monitor, with its default, closed the connection on such a ping).
   const pid = p.child.pid!
   process.kill(pid, 'SIGSTOP')
   const gaps: number[] = []

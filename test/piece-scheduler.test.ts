@@ -21,6 +21,21 @@ test('bitfield keeps its count and masks spare bits', () => {
   assert.ok(!b.set(10))
 })
 
+test('bitfield counts its changes: a piece cleared and set again is a change with the same count', () => {
+  const b = new Bitfield(16)
+  assert.equal(b.changes, 0)
+  b.set(2)
+  b.set(2)
+  b.clear(5)
+  b.set(16)
+  assert.equal(b.changes, 1, 'a no-op set or clear is not a change')
+  b.clear(2)
+  b.set(2)
+  assert.equal(b.cardinality, 1)
+  assert.equal(b.changes, 3)
+  assert.equal(new Bitfield(8, new Uint8Array([0xf0])).changes, 0, 'bits given at construction are the start, not changes')
+})
+
 test('rarest pieces are asked first, within the in-flight bound', () => {
   const s = new PieceScheduler(6, undefined, { maxInFlight: 2, random: () => 0.5 })
   s.setPeer('a', Bitfield.full(6))

@@ -3,6 +3,7 @@ export class Bitfield {
   readonly size: number
   readonly bytes: Uint8Array
   private count = 0
+  private edits = 0
 
   constructor (size: number, bytes?: Uint8Array) {
     this.size = size
@@ -27,6 +28,7 @@ export class Bitfield {
     if (i < 0 || i >= this.size || this.has(i)) return false
     this.bytes[i >> 3] |= 0x80 >> (i & 7)
     this.count++
+    this.edits++
     return true
   }
 
@@ -34,9 +36,12 @@ export class Bitfield {
     if (i < 0 || i >= this.size || !this.has(i)) return false
     this.bytes[i >> 3] &= ~(0x80 >> (i & 7))
     this.count--
+    this.edits++
     return true
   }
 
   get cardinality (): number { return this.count }
+  /** How many times a piece was set or cleared since construction: unchanged means the same set. */
+  get changes (): number { return this.edits }
   get complete (): boolean { return this.count === this.size }
 }

@@ -45,6 +45,8 @@ import { useBatchedWindowUpdates } from './stream-window.ts'
 const log = createLogger('swarm')
 
 export const DHT_PROTOCOL = '/imgmesh/kad/1.0.0'
+/** Gossip messages from this size on are worth an IDONTWANT to mesh peers (the library: 512 bytes). */
+const IDONTWANT_MIN_BYTES = 64 * 1024
 
 /**
  * Inbound connections accepted per remote IP address per second. The library's 5 is meant for
@@ -238,6 +240,10 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
         fallbackToFloodsub: false,
         floodPublish: true,
         fastMsgIdFn: gossipFastMessageId,
+        // No IDONTWANT for our messages (statuses, announcements, assignments: a few KiB at most).
+        // With the library's 512 bytes every status received sent one to each mesh peer: as
+        // many control messages as the duplicates they spare, each its own write.
+        idontwantMinDataSize: IDONTWANT_MIN_BYTES,
         ...opts.gossip,
         scoreParams: {
           IPColocationFactorWeight: 0,

@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Bitfield } from '../node/fetch/bitfield.ts'
-import { PieceScheduler } from '../node/fetch/piece-scheduler.ts'
+import { ENDGAME_PIECES, PieceScheduler, endgameStart } from '../node/fetch/piece-scheduler.ts'
 import { SuperSeed } from '../node/fetch/super-seed.ts'
 
 function bits (size: number, indexes: number[]): Bitfield {
@@ -60,6 +60,24 @@ test('endgame asks the last pieces of several peers and cancels the losers', () 
   assert.equal(s.inFlight('b'), 1)
   assert.deepEqual(s.received('b', 1), ['a'])
   assert.ok(s.done)
+})
+
+test('a fetch of few pieces starts its endgame late: the last 32nd of them, at least 2', () => {
+  assert.equal(endgameStart(1923), ENDGAME_PIECES)
+  assert.equal(endgameStart(512), ENDGAME_PIECES)
+  assert.equal(endgameStart(69), 3)
+  assert.equal(endgameStart(10), 2)
+  // An update: 60 of 64 pieces held, 4 missing, two holders. Endgame at 2 missing.
+  const have = new Bitfield(64)
+  for (let i = 0; i < 60; i++) have.set(i)
+  const s = new PieceScheduler(64, have, { maxInFlight: 8, random: () => 0.5 })
+  s.setPeer('a', Bitfield.full(64))
+  s.setPeer('b', Bitfield.full(64))
+  assert.deepEqual(s.next('a').sort(), [60, 61, 62, 63])
+  assert.deepEqual(s.next('b'), [], '4 missing: no endgame yet, nothing asked twice')
+  s.received('a', 60)
+  s.received('a', 61)
+  assert.deepEqual(s.next('b').sort(), [62, 63], '2 missing: the endgame asks b too')
 })
 
 test('in the endgame a piece is asked of at most endgameFanout peers at once', () => {

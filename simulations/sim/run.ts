@@ -25,7 +25,7 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --max-in-flight N      PieceScheduler maxInFlight (default: the agent's, 128)
   --in-flight-target-ms MS  requests per peer cover MS of its measured rate (PeerRates; default 600,
                          as the agent; 0: always --max-in-flight)
-  --endgame N            PieceScheduler endgamePieces (default: the scheduler's, 16)
+  --endgame N            PieceScheduler endgamePieces (default: the scheduler's, 16; fewer for a small fetch)
   --endgame-fanout N     PieceScheduler endgameFanout: peers asked for one endgame piece at once (default 3)
   --max-in-flight-total N  variant: cap on a client's requests over all peers (default: none, as the agent)
   --upload-slots N       variant: at most N BLOCK messages on the wire per node at once (default: none, as the agent)

@@ -71,7 +71,7 @@ export interface SimConfig {
   inFlightTargetMs?: number
   /** PeerRates min: fewest requests in flight per peer (default: the fetcher's). */
   inFlightMin?: number
-  /** Scheduler options (default: the agent's maxInFlight, DEFAULT_MAX_IN_FLIGHT; endgame is the scheduler's default 16). */
+  /** Scheduler options (default: the agent's maxInFlight, DEFAULT_MAX_IN_FLIGHT; endgame is the scheduler's default, 16 for a fetch of 512 pieces or more). */
   maxInFlight?: number
   endgamePieces?: number
   /** PieceScheduler endgameFanout (default: the scheduler's, 3). */

@@ -27,6 +27,7 @@ import { createLogger } from '../logger.ts'
 import { MemoryTrim } from './memory-trim.ts'
 import { delayOptimization } from './tiering.ts'
 import { steadyHeapGrowth } from './heap-growth.ts'
+import { connectedPeerIds } from '../swarm/connected-peers.ts'
 
 /**
  * Pieces of a brand-new version shown to each peer before it takes them (more to a peer that
@@ -215,8 +216,7 @@ export class Agent {
 
   /** Peers worth asking for a version: everyone connected, plus DHT providers found so far. */
   private candidates (): string[] {
-    const peers = new Set(this.swarm.libp2p.getPeers().map(p => p.toString()))
-    return [...peers].filter(p => !this.exchange.isBanned(p))
+    return connectedPeerIds(this.swarm.libp2p).filter(p => !this.exchange.isBanned(p))
   }
 
   private async findProviders (cids: CID[]): Promise<void> {

@@ -10,6 +10,7 @@ import { hostname } from 'node:os'
 import type { Agent, VersionHeld } from '../agent/agent.ts'
 import { listTargetStates } from '../target/target-state.ts'
 import { MAX_DEPLOYED, MAX_HELD, MAX_TRANSFERS, type NodeState, type NodeStatus, type Transfer } from './status-message.ts'
+import { connectedPeerCount } from '../swarm/connected-peers.ts'
 
 /** The part of the agent's update manager the operator surface uses. */
 export interface UpdatesView {
@@ -136,7 +137,7 @@ export async function collectStatus (agent: Agent, opts: CollectOptions): Promis
     held: held.slice().sort((a, b) => b.number - a.number).slice(0, MAX_HELD).map(h => ({ image: h.image, number: h.number, percent: h.complete ? 100 : Math.min(100, h.percent) })),
     transfers,
     traffic: { sent: ex.bytesSent, received: ex.bytesReceived, up: rates.up, down: rates.down, blocksServed: ex.blocksServed, blocksFetched: ex.blocksFetched, badBlocks: ex.badBlocks },
-    peers: agent.swarm.libp2p.getPeers().length
+    peers: connectedPeerCount(agent.swarm.libp2p)
   }
   if (error !== undefined && error !== null) status.error = error.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 300)
   return status

@@ -14,6 +14,7 @@ import { createLogger } from '../logger.ts'
 import type { StatusGossip } from './status-gossip.ts'
 import { HeldCache } from './agent-view.ts'
 import { listenOn, parseListen } from './listen.ts'
+import { connectedPeerCount } from '../swarm/connected-peers.ts'
 
 const log = createLogger('metrics')
 
@@ -65,7 +66,7 @@ export function createAgentMetrics (agent: Agent, opts: MetricsOptions = {}): Ag
   }
   for (const [name, help, read] of counters) syncs.push(mirror(new Counter({ name, help, registers: [registry] }), read))
 
-  new Gauge({ name: 'imgmesh_peers', help: 'Connected peers', registers: [registry], collect () { this.set(agent.swarm.libp2p.getPeers().length) } })
+  new Gauge({ name: 'imgmesh_peers', help: 'Connected peers', registers: [registry], collect () { this.set(connectedPeerCount(agent.swarm.libp2p)) } })
   new Gauge({ name: 'imgmesh_banned_peers', help: 'Peers banned for sending bad blocks', registers: [registry], collect () { this.set(ex.bannedPeers().length) } })
   new Gauge({
     name: 'imgmesh_info',

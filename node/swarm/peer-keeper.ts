@@ -14,6 +14,7 @@
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { PeerDialer } from './peer-dialer.ts'
+import { connectedPeerCount } from './connected-peers.ts'
 
 /** Default connections a node dials up to. */
 export const DEFAULT_PEERS = 16
@@ -92,7 +93,7 @@ export class PeerKeeper {
 
   /** Whether the node has (or is dialling) fewer than `peers` peers. */
   wantsMore (): boolean {
-    return this.libp2p.getPeers().length + this.dialer.size < this.peers
+    return connectedPeerCount(this.libp2p) + this.dialer.size < this.peers
   }
 
   /** Dials candidates until connected and dialling peers reach `peers`. */

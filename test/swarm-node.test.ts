@@ -8,7 +8,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { generateClusterKey } from '../node/swarm/cluster-key.ts'
 import { generatePeerKey, peerIdOf } from '../node/swarm/peer-key.ts'
-import { createSwarmNode, lanPeerInfoMapper, DHT_PROTOCOL, type SwarmNode, type SwarmNodeOptions } from '../node/swarm/libp2p-node.ts'
+import { createSwarmNode, lanPeerInfoMapper, publishToMesh, DHT_PROTOCOL, type SwarmNode, type SwarmNodeOptions } from '../node/swarm/libp2p-node.ts'
+import { connectedPeerIds } from '../node/swarm/connected-peers.ts'
 import { BLOCKS_PROTOCOL, readMessages, writeMessage } from '../protocols/blocks/messages.ts'
 import type { Stream } from '@libp2p/interface'
 
@@ -373,6 +374,34 @@ test('a node tops its connections up from its candidates when a peer goes away',
     }, 10_000)
     await new Promise(resolve => setTimeout(resolve, 500))
     assert.equal(n.libp2p.getPeers().length, 2, 'no more than `peers`')
+  } finally {
+    await stopAll(nodes)
+  }
+})
+
+test('a status-style publish goes to the mesh only; the peer list needs no PeerId round trip', { timeout: 60_000 }, async () => {
+  const key = generateClusterKey()
+  const nodes: SwarmNode[] = []
+  try {
+    const hub = await node(key); nodes.push(hub)
+    const hubAddr = hub.multiaddrs()[0].toString()
+    const leaves = await Promise.all(Array.from({ length: 10 }, async () => await node(key, { bootstrap: [hubAddr] })))
+    nodes.push(...leaves)
+    const topic = '/imgmesh/test/mesh-only'
+    for (const n of nodes) n.libp2p.services.pubsub.subscribe(topic)
+    await waitFor('ten connections at the hub', () => hub.libp2p.getPeers().length === 10, 15_000)
+    assert.deepEqual(connectedPeerIds(hub.libp2p).sort(), hub.libp2p.getPeers().map(String).sort())
+    assert.equal(connectedPeerIds(leaves[0].libp2p).length, 1)
+    const pubsub = hub.libp2p.services.pubsub
+    const mesh = pubsub as unknown as { getMeshPeers: (topic: string) => string[] }
+    await waitFor('ten subscribers and a full mesh at the hub', () => pubsub.getSubscribers(topic).length === 10 && mesh.getMeshPeers(topic).length >= 4, 15_000)
+    // every leaf grafts the hub, its only peer; the hub keeps at most Dhi (8) inbound ones
+    const inMesh = mesh.getMeshPeers(topic)
+    assert.ok(inMesh.length <= 8, `mesh of ${inMesh.length} peers`)
+    const toMesh = await publishToMesh(pubsub, topic, new Uint8Array(randomBytes(64)))
+    assert.deepEqual(toMesh.recipients.map(String).sort(), mesh.getMeshPeers(topic).sort(), 'sent to the mesh peers only')
+    const flooded = await pubsub.publish(topic, new Uint8Array(randomBytes(64)))
+    assert.equal(flooded.recipients.length, 10, 'a plain publish still reaches every subscriber directly')
   } finally {
     await stopAll(nodes)
   }

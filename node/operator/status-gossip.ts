@@ -26,6 +26,7 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { Agent } from '../agent/agent.ts'
 import { createLogger } from '../logger.ts'
+import { publishToMesh } from '../swarm/libp2p-node.ts'
 import { STATUS_TOPIC, decodeStatus, encodeStatus, type NodeStatus } from './status-message.ts'
 import { collectStatus, HeldCache, RateMeter } from './agent-view.ts'
 
@@ -228,7 +229,7 @@ export class StatusGossip {
       this.lastSentState = state
       this.lastSentAt = Date.now()
       try {
-        await this.agent.swarm.libp2p.services.pubsub.publish(this.topic, encodeStatus(s))
+        await publishToMesh(this.agent.swarm.libp2p.services.pubsub, this.topic, encodeStatus(s))
       } catch (err) {
         log.debug('status publish failed', { error: (err as Error).message })
       }

@@ -29,7 +29,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { kadDHT, type KadDHT, type KadDHTInit } from '@libp2p/kad-dht'
-import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub'
+import { gossipsub, type GossipSub, type GossipsubOpts, type PublishResult } from '@libp2p/gossipsub'
 import { mdns } from '@libp2p/mdns'
 import { preSharedKey } from '@libp2p/pnet'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -47,6 +47,28 @@ const log = createLogger('swarm')
 export const DHT_PROTOCOL = '/imgmesh/kad/1.0.0'
 /** Gossip messages from this size on are worth an IDONTWANT to mesh peers (the library: 512 bytes). */
 const IDONTWANT_MIN_BYTES = 64 * 1024
+/**
+ * A smaller gossip mesh than the library's (D 6, 4-12; gossip to at least 6 peers outside the
+ * mesh, or a quarter of them). Each node receives a message about once per mesh peer and passes
+ * it to each of its own, so the mesh degree sets what every status costs every node; in a
+ * 50-client testbed deploy gossipsub was 12% of all CPU, most of it forwarding statuses and
+ * sending IHAVEs. A LAN swarm loses few messages, and a node that missed an announcement
+ * still learns the version from its peers' heads (version-sync.ts).
+ */
+const GOSSIP_DEGREE = { D: 4, Dlo: 3, Dhi: 8, Dlazy: 3, gossipFactor: 0.1 }
+
+/** gossipsub's publish as the implementation has it: the exported interface omits the options. */
+type PublishWithOptions = (topic: string, data: Uint8Array, opts: { floodPublish: boolean }) => Promise<PublishResult>
+
+/**
+ * Publishes to the topic's mesh only. A plain publish also floods the message to every
+ * connected peer subscribed to the topic (up to `maxConnections`); for messages that are many
+ * and not urgent, such as node statuses, the mesh is enough.
+ */
+export async function publishToMesh (pubsub: GossipSub, topic: string, data: Uint8Array): Promise<PublishResult> {
+  const publish = pubsub.publish.bind(pubsub) as PublishWithOptions
+  return await publish(topic, data, { floodPublish: false })
+}
 
 /**
  * Inbound connections accepted per remote IP address per second. The library's 5 is meant for
@@ -244,6 +266,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
         // With the library's 512 bytes every status received sent one to each mesh peer, each
         // its own write: 0.8% of all CPU in a 50-client testbed deploy.
         idontwantMinDataSize: IDONTWANT_MIN_BYTES,
+        ...GOSSIP_DEGREE,
         ...opts.gossip,
         scoreParams: {
           IPColocationFactorWeight: 0,

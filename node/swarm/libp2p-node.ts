@@ -52,8 +52,11 @@ const IDONTWANT_MIN_BYTES = 64 * 1024
  * mesh, or a quarter of them). Each node receives a message about once per mesh peer and passes
  * it to each of its own, so the mesh degree sets what every status costs every node; in a
  * 50-client testbed deploy gossipsub was 12% of all CPU, most of it forwarding statuses and
- * sending IHAVEs. A LAN swarm loses few messages, and a node that missed an announcement
- * still learns the version from its peers' heads (version-sync.ts).
+ * sending IHAVEs; with this mesh, and statuses sent to it only (publishToMesh), a 50-client
+ * deploy took 10.5-11.9 T_min instead of 12.2-12.6 (docs/benchmarks.md). Announcements and
+ * assignments are still sent to every connected subscriber at once, IHAVE gossip still offers
+ * what a mesh peer missed, and peers exchange their heads on every new connection and whenever
+ * a deploy names a version one of them does not know (version-sync.ts).
  */
 const GOSSIP_DEGREE = { D: 4, Dlo: 3, Dhi: 8, Dlazy: 3, gossipFactor: 0.1 }
 

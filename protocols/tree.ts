@@ -6,6 +6,7 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { ImgmeshError } from '../node/errors.ts'
+import { writeTreeBlock } from './tree-cbor.ts'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'socket'
 export const ENTRY_TYPES: readonly EntryType[] = ['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo', 'socket']
@@ -92,6 +93,12 @@ function encodeEntry (e: TreeEntry): Record<string, unknown> {
 
 export function encodeTree (entries: readonly TreeEntry[]): Uint8Array {
   const sorted = [...entries].sort((a, b) => compareNames(a.name, b.name))
+  return writeTreeBlock(TREE_FORMAT_VERSION, sorted)
+}
+
+/** The tree block as the general DAG-CBOR encoder writes it (what writeTreeBlock must equal). */
+export function encodeTreeGeneric (entries: readonly TreeEntry[]): Uint8Array {
+  const sorted = [...entries].sort((a, b) => compareNames(a.name, b.name))
   return dagCbor.encode({ v: TREE_FORMAT_VERSION, e: sorted.map(encodeEntry) })
 }
 
@@ -111,82 +118,94 @@ function asCid (v: unknown, what: string): CID {
   return cid
 }
 
+/** Fields every entry may have; each type adds its own below. */
+const COMMON_FIELDS: ReadonlySet<string> = new Set(['n', 't', 'm', 'u', 'g', 's', 'ns', 'x'])
+const NO_FIELDS: readonly string[] = []
+const FILE_FIELDS: readonly string[] = ['z']
+const INLINE_FILE_FIELDS: readonly string[] = ['z', 'i']
+const CHUNKED_FILE_FIELDS: readonly string[] = ['z', 'c']
+const DIR_FIELDS: readonly string[] = ['d']
+const LINK_FIELDS: readonly string[] = ['l']
+const DEVICE_FIELDS: readonly string[] = ['r']
+
 function decodeEntry (raw: unknown, index: number): TreeEntry {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`entry ${index} is not a map`)
   const r = raw as Record<string, unknown>
   const name = asBytes(r.n, `entry ${index} name`)
   if (!isSafeName(name)) fail(`entry ${index} has an unsafe name ${JSON.stringify(Buffer.from(name).toString('latin1'))}`)
-  const label = `entry ${JSON.stringify(Buffer.from(name).toString('latin1'))}`
+  // built only for an error message: a tree holds thousands of entries, and a deploy decodes
+  // every one of them before its first piece moves
+  const label = (): string => `entry ${JSON.stringify(Buffer.from(name).toString('latin1'))}`
   const type = r.t
-  if (typeof type !== 'string' || !(ENTRY_TYPES as readonly string[]).includes(type)) fail(`${label} has unknown type`)
-  if (!isUint(r.m, 0o7777)) fail(`${label} has a bad mode`)
-  if (!isUint(r.u, 0xffffffff) || !isUint(r.g, 0xffffffff)) fail(`${label} has a bad owner`)
-  if (typeof r.s !== 'number' || !Number.isInteger(r.s)) fail(`${label} has a bad mtime`)
-  if (!isUint(r.ns, 999_999_999)) fail(`${label} has a bad mtime nsec`)
+  if (typeof type !== 'string' || !(ENTRY_TYPES as readonly string[]).includes(type)) fail(`${label()} has unknown type`)
+  if (!isUint(r.m, 0o7777)) fail(`${label()} has a bad mode`)
+  if (!isUint(r.u, 0xffffffff) || !isUint(r.g, 0xffffffff)) fail(`${label()} has a bad owner`)
+  if (typeof r.s !== 'number' || !Number.isInteger(r.s)) fail(`${label()} has a bad mtime`)
+  if (!isUint(r.ns, 999_999_999)) fail(`${label()} has a bad mtime nsec`)
   const entry: TreeEntry = { name, type: type as EntryType, mode: r.m, uid: r.u, gid: r.g, mtimeSec: r.s, mtimeNsec: r.ns, xattrs: [] }
   if (r.x !== undefined) {
-    if (!Array.isArray(r.x)) fail(`${label} xattrs must be a list`)
+    if (!Array.isArray(r.x)) fail(`${label()} xattrs must be a list`)
     let prev = ''
     for (const pair of r.x as unknown[]) {
-      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string') fail(`${label} has a bad xattr`)
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string') fail(`${label()} has a bad xattr`)
       const key = pair[0]
-      if (key.length === 0 || key.length > 255 || key.includes('\0') || key <= prev) fail(`${label} has a bad or unsorted xattr name`)
-      const value = asBytes(pair[1], `${label} xattr`)
-      if (value.length > MAX_XATTR_VALUE) fail(`${label} xattr too large`)
+      if (key.length === 0 || key.length > 255 || key.includes('\0') || key <= prev) fail(`${label()} has a bad or unsorted xattr name`)
+      const value = asBytes(pair[1], `${label()} xattr`)
+      if (value.length > MAX_XATTR_VALUE) fail(`${label()} xattr too large`)
       entry.xattrs.push([key, value])
       prev = key
     }
   }
-  const allowed = new Set(['n', 't', 'm', 'u', 'g', 's', 'ns', 'x'])
+  let extra: readonly string[] = NO_FIELDS
   switch (entry.type) {
     case 'file': {
-      if (!isUint(r.z)) fail(`${label} has a bad size`)
+      if (!isUint(r.z)) fail(`${label()} has a bad size`)
       entry.size = r.z
-      allowed.add('z')
+      extra = FILE_FIELDS
       if (r.i !== undefined) {
-        entry.inline = asBytes(r.i, `${label} inline content`)
-        if (entry.inline.length !== entry.size) fail(`${label} inline content does not match its size`)
-        if (r.c !== undefined) fail(`${label} has both inline and chunked content`)
-        allowed.add('i')
+        entry.inline = asBytes(r.i, `${label()} inline content`)
+        if (entry.inline.length !== entry.size) fail(`${label()} inline content does not match its size`)
+        if (r.c !== undefined) fail(`${label()} has both inline and chunked content`)
+        extra = INLINE_FILE_FIELDS
       } else {
-        if (!Array.isArray(r.c)) fail(`${label} has no content list`)
+        if (!Array.isArray(r.c)) fail(`${label()} has no content list`)
         let total = 0
         entry.segments = (r.c as unknown[]).map((seg, i) => {
-          if (!Array.isArray(seg) || seg.length < 1 || seg.length > 2 || !isUint(seg[0]) || seg[0] === 0) fail(`${label} segment ${i} is malformed`)
+          if (!Array.isArray(seg) || seg.length < 1 || seg.length > 2 || !isUint(seg[0]) || seg[0] === 0) fail(`${label()} segment ${i} is malformed`)
           total += seg[0]
-          return seg.length === 2 ? { length: seg[0], cid: asCid(seg[1], `${label} segment ${i}`) } : { length: seg[0] }
+          return seg.length === 2 ? { length: seg[0], cid: asCid(seg[1], `${label()} segment ${i}`) } : { length: seg[0] }
         })
-        if (total !== entry.size) fail(`${label} segments do not add up to its size`)
-        allowed.add('c')
+        if (total !== entry.size) fail(`${label()} segments do not add up to its size`)
+        extra = CHUNKED_FILE_FIELDS
       }
       break
     }
     case 'dir':
-      entry.tree = asCid(r.d, `${label} subtree`)
-      allowed.add('d')
+      entry.tree = asCid(r.d, `${label()} subtree`)
+      extra = DIR_FIELDS
       break
     case 'symlink':
-      entry.link = asBytes(r.l, `${label} symlink target`)
-      if (entry.link.length === 0 || entry.link.length > MAX_LINK || entry.link.includes(0)) fail(`${label} has a bad symlink target`)
-      allowed.add('l')
+      entry.link = asBytes(r.l, `${label()} symlink target`)
+      if (entry.link.length === 0 || entry.link.length > MAX_LINK || entry.link.includes(0)) fail(`${label()} has a bad symlink target`)
+      extra = LINK_FIELDS
       break
     case 'hardlink':
-      entry.link = asBytes(r.l, `${label} hardlink path`)
-      if (!isSafeRelativePath(entry.link)) fail(`${label} has an unsafe hardlink path`)
-      allowed.add('l')
+      entry.link = asBytes(r.l, `${label()} hardlink path`)
+      if (!isSafeRelativePath(entry.link)) fail(`${label()} has an unsafe hardlink path`)
+      extra = LINK_FIELDS
       break
     case 'char':
     case 'block':
-      if (!Array.isArray(r.r) || r.r.length !== 2 || !isUint(r.r[0], 0xffffffff) || !isUint(r.r[1], 0xffffffff)) fail(`${label} has bad device numbers`)
+      if (!Array.isArray(r.r) || r.r.length !== 2 || !isUint(r.r[0], 0xffffffff) || !isUint(r.r[1], 0xffffffff)) fail(`${label()} has bad device numbers`)
       entry.major = r.r[0]
       entry.minor = r.r[1]
-      allowed.add('r')
+      extra = DEVICE_FIELDS
       break
     case 'fifo':
     case 'socket':
       break
   }
-  for (const key of Object.keys(r)) if (!allowed.has(key)) fail(`${label} has unexpected field ${key}`)
+  for (const key of Object.keys(r)) if (!COMMON_FIELDS.has(key) && !extra.includes(key)) fail(`${label()} has unexpected field ${key}`)
   return entry
 }
 
@@ -208,7 +227,9 @@ export function decodeTree (bytes: Uint8Array): TreeEntry[] {
     if (compareNames(entries[i - 1].name, entries[i].name) >= 0) fail('entries are not sorted or repeat a name')
   }
   // Only the canonical encoding is a tree block (no unknown fields, no other byte forms of it).
-  if (Buffer.compare(encodeTree(entries), bytes) !== 0) fail('not the canonical encoding of its entries')
+  let canonical: Uint8Array
+  try { canonical = writeTreeBlock(TREE_FORMAT_VERSION, entries) } catch (err) { fail(`entries cannot be encoded (${(err as Error).message})`) }
+  if (Buffer.compare(canonical, bytes) !== 0) fail('not the canonical encoding of its entries')
   return entries
 }
 

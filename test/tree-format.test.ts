@@ -14,7 +14,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { ImgmeshError, type ErrorCode } from '../node/errors.ts'
 import {
-  ENTRY_TYPES, MAX_TREE_BLOCK, compareNames, decodeTree, encodeTree, entriesEqual, isSafeName, isSafeRelativePath, sameContent,
+  ENTRY_TYPES, MAX_TREE_BLOCK, compareNames, decodeTree, encodeTree, encodeTreeGeneric, entriesEqual, isSafeName, isSafeRelativePath, sameContent,
   type EntryType, type Segment, type TreeEntry
 } from '../protocols/tree.ts'
 import {
@@ -202,7 +202,9 @@ const hostileTrees: Array<[string, unknown]> = [
   ['no entry list', { v: 1 }],
   ['entries that are not maps', { v: 1, e: [[1, 2]] }],
   ['a list at the top', [1, { v: 1, e: [] }]],
-  ['a bare CID', rawCid]
+  ['a bare CID', rawCid],
+  ['an extra field beside the entry list', { v: 1, e: [], w: 1 }],
+  ['an mtime too large for an integer', { v: 1, e: [rawEntry('a', { s: 1e300 })] }]
 ]
 
 for (const [label, value] of hostileTrees) {
@@ -511,4 +513,25 @@ test('a re-encoded signed version (other bytes, same body) does not verify', () 
 
 test('a tree block with an unknown top-level field is rejected', () => {
   assert.throws(() => decodeTree(dagCbor.encode({ v: 1, e: [], extra: 1 })), (err: unknown) => hasCode(err, TREE_CODES))
+})
+
+test('the direct tree encoder writes the bytes of the general DAG-CBOR encoder', () => {
+  const cases: TreeEntry[][] = [
+    [],
+    ALL_TYPES,
+    // heads of every width: counts and lengths of 23, 24, 255, 256 and 65,536; integers up to 2^53 - 1
+    [entry('n'.repeat(23), 'file', { size: 24, inline: new Uint8Array(24) })],
+    [entry('n'.repeat(255), 'file', { size: 256, inline: new Uint8Array(256), uid: 255, gid: 256 })],
+    [entry('wide', 'file', { size: 65_536, inline: new Uint8Array(65_536), mtimeSec: 2 ** 32, mtimeNsec: 65_535 })],
+    [entry('far', 'file', { size: Number.MAX_SAFE_INTEGER, segments: [{ length: Number.MAX_SAFE_INTEGER }], mtimeSec: -(2 ** 40) })],
+    [entry('many', 'file', { size: 300, segments: Array.from({ length: 300 }, (_, i) => i % 2 === 0 ? { length: 1 } : { length: 1, cid: cidOf(b(`s${i}`)) }) })],
+    [entry('xattrs', 'file', { size: 0, inline: new Uint8Array(), xattrs: [['user.\u00e9t\u00e9', b('v')], ['user.\u{1f600}', new Uint8Array(30)]] })],
+    Array.from({ length: 300 }, (_, i) => entry(`e${String(i).padStart(3, '0')}`, 'fifo', { mode: i }))
+  ]
+  for (const entries of cases) {
+    assert.deepEqual(Buffer.from(encodeTree(entries)), Buffer.from(encodeTreeGeneric(entries)), `${entries.length} entries`)
+  }
+  fc.assert(fc.property(treeArb, entries => {
+    assert.deepEqual(Buffer.from(encodeTree(entries)), Buffer.from(encodeTreeGeneric(entries)))
+  }), { numRuns: 500 })
 })

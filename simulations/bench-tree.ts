@@ -8,7 +8,8 @@
  * Captures DIR into a scratch store, then in fresh processes: the first pass (cold) and the
  * median of five more (warm) of `dagCbor.decode` (the baseline), `decodeTree` (validation and
  * the canonical-encoding check included), and the tree encoders: the direct one the agent uses
- * and the general DAG-CBOR encoder, over the decoded entries.
+ * and the general DAG-CBOR encoder, over the decoded entries. The encoders' processes decode the
+ * tree first, and decoding runs the direct encoder once per block: its "first pass" is not cold.
  */
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'

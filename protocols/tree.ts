@@ -106,15 +106,19 @@ function isUint (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max
 }
 
-function asBytes (v: unknown, what: string): Uint8Array {
-  if (!(v instanceof Uint8Array)) fail(`${what} must be bytes`)
+/** `what` names the field in the error message; a function is called only on error. */
+type FieldName = string | (() => string)
+const named = (what: FieldName): string => typeof what === 'string' ? what : what()
+
+function asBytes (v: unknown, what: FieldName): Uint8Array {
+  if (!(v instanceof Uint8Array)) fail(`${named(what)} must be bytes`)
   return v
 }
 
-function asCid (v: unknown, what: string): CID {
+function asCid (v: unknown, what: FieldName): CID {
   const cid = CID.asCID(v)
-  if (cid === null) fail(`${what} must be a CID`)
-  if (cid.version !== 1 || cid.multihash.code !== 0x12) fail(`${what} must be a CIDv1 sha2-256`)
+  if (cid === null) fail(`${named(what)} must be a CID`)
+  if (cid.version !== 1 || cid.multihash.code !== 0x12) fail(`${named(what)} must be a CIDv1 sha2-256`)
   return cid
 }
 
@@ -150,7 +154,7 @@ function decodeEntry (raw: unknown, index: number): TreeEntry {
       if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string') fail(`${label()} has a bad xattr`)
       const key = pair[0]
       if (key.length === 0 || key.length > 255 || key.includes('\0') || key <= prev) fail(`${label()} has a bad or unsorted xattr name`)
-      const value = asBytes(pair[1], `${label()} xattr`)
+      const value = asBytes(pair[1], () => `${label()} xattr`)
       if (value.length > MAX_XATTR_VALUE) fail(`${label()} xattr too large`)
       entry.xattrs.push([key, value])
       prev = key
@@ -163,7 +167,7 @@ function decodeEntry (raw: unknown, index: number): TreeEntry {
       entry.size = r.z
       extra = FILE_FIELDS
       if (r.i !== undefined) {
-        entry.inline = asBytes(r.i, `${label()} inline content`)
+        entry.inline = asBytes(r.i, () => `${label()} inline content`)
         if (entry.inline.length !== entry.size) fail(`${label()} inline content does not match its size`)
         if (r.c !== undefined) fail(`${label()} has both inline and chunked content`)
         extra = INLINE_FILE_FIELDS
@@ -173,7 +177,7 @@ function decodeEntry (raw: unknown, index: number): TreeEntry {
         entry.segments = (r.c as unknown[]).map((seg, i) => {
           if (!Array.isArray(seg) || seg.length < 1 || seg.length > 2 || !isUint(seg[0]) || seg[0] === 0) fail(`${label()} segment ${i} is malformed`)
           total += seg[0]
-          return seg.length === 2 ? { length: seg[0], cid: asCid(seg[1], `${label()} segment ${i}`) } : { length: seg[0] }
+          return seg.length === 2 ? { length: seg[0], cid: asCid(seg[1], () => `${label()} segment ${i}`) } : { length: seg[0] }
         })
         if (total !== entry.size) fail(`${label()} segments do not add up to its size`)
         extra = CHUNKED_FILE_FIELDS
@@ -181,16 +185,16 @@ function decodeEntry (raw: unknown, index: number): TreeEntry {
       break
     }
     case 'dir':
-      entry.tree = asCid(r.d, `${label()} subtree`)
+      entry.tree = asCid(r.d, () => `${label()} subtree`)
       extra = DIR_FIELDS
       break
     case 'symlink':
-      entry.link = asBytes(r.l, `${label()} symlink target`)
+      entry.link = asBytes(r.l, () => `${label()} symlink target`)
       if (entry.link.length === 0 || entry.link.length > MAX_LINK || entry.link.includes(0)) fail(`${label()} has a bad symlink target`)
       extra = LINK_FIELDS
       break
     case 'hardlink':
-      entry.link = asBytes(r.l, `${label()} hardlink path`)
+      entry.link = asBytes(r.l, () => `${label()} hardlink path`)
       if (!isSafeRelativePath(entry.link)) fail(`${label()} has an unsafe hardlink path`)
       extra = LINK_FIELDS
       break

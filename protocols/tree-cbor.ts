@@ -177,3 +177,10 @@ export function writeTreeBlock (version: number, entries: readonly TreeEntry[]):
   w.int(version)
   return w.result()
 }
+
+/** One entry as canonical DAG-CBOR (the map it is inside its tree block). */
+export function writeTreeEntry (entry: TreeEntry): Uint8Array {
+  const w = new Writer(96)
+  writeEntry(w, entry)
+  return w.result()
+}

@@ -6,7 +6,7 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { ImgmeshError } from '../node/errors.ts'
-import { writeTreeBlock } from './tree-cbor.ts'
+import { writeTreeBlock, writeTreeEntry } from './tree-cbor.ts'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'socket'
 export const ENTRY_TYPES: readonly EntryType[] = ['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo', 'socket']
@@ -239,7 +239,7 @@ export function decodeTree (bytes: Uint8Array): TreeEntry[] {
 
 /** True when two entries describe the same thing (for dirs: same subtree CID too). */
 export function entriesEqual (a: TreeEntry, b: TreeEntry): boolean {
-  return Buffer.compare(encodeEntryBytes(a), encodeEntryBytes(b)) === 0
+  return Buffer.compare(writeTreeEntry(a), writeTreeEntry(b)) === 0
 }
 
 /** True when two file entries have the same content (ignoring metadata). */
@@ -262,8 +262,4 @@ export function sameContent (a: TreeEntry, b: TreeEntry): boolean {
   if (a.type === 'char' || a.type === 'block') return a.major === b.major && a.minor === b.minor
   if (a.type === 'dir') return a.tree !== undefined && b.tree !== undefined && a.tree.equals(b.tree)
   return true
-}
-
-function encodeEntryBytes (e: TreeEntry): Uint8Array {
-  return dagCbor.encode(encodeEntry(e))
 }

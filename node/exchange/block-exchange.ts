@@ -134,6 +134,8 @@ export class BlockExchange {
   /** Bytes of block data that went out / came in on the wire (compressed or not). */
   wireSent = 0
   wireReceived = 0
+  /** Blocks compressed here to be served (not found in zcache). */
+  blocksCompressed = 0
   /** Messages sent and received, by type (for logs and benchmarks). */
   readonly messagesSent: Record<string, number> = {}
   readonly messagesReceived: Record<string, number> = {}
@@ -480,6 +482,7 @@ export class BlockExchange {
           let z = this.zcache.get(key)
           if (z === undefined) {
             z = (await compressBlock(await this.rawBlock(cid, key))) ?? INCOMPRESSIBLE
+            this.blocksCompressed++
             this.zcache.put(key, z)
           }
           if (z.length > 0) return { z }

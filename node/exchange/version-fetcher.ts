@@ -503,7 +503,7 @@ export class VersionFetcher implements BlockGetter {
     this.ended = true
     this.wakeHolderWaiters()
     this.cleanup()
-    log.info('version fetched', { version: this.version.toString(), bytes: this.bytes, ms: Date.now() - this.startedAt, sent: this.exchange.messagesSent, received: this.exchange.messagesReceived, wireSent: this.exchange.wireSent, wireReceived: this.exchange.wireReceived, cacheHits: this.exchange.cache.hits, cacheMisses: this.exchange.cache.misses })
+    log.info('version fetched', { version: this.version.toString(), bytes: this.bytes, ms: Date.now() - this.startedAt, sent: this.exchange.messagesSent, received: this.exchange.messagesReceived, wireSent: this.exchange.wireSent, wireReceived: this.exchange.wireReceived, cacheHits: this.exchange.cache.hits, cacheMisses: this.exchange.cache.misses, zcacheHits: this.exchange.zcache.hits, zcacheMisses: this.exchange.zcache.misses, blocksCompressed: this.exchange.blocksCompressed })
     this.finish.resolve()
   }
 

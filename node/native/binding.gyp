@@ -7,6 +7,12 @@
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     },
     {
+      "target_name": "aead",
+      "sources": ["aead.c"],
+      "cflags": ["-O2", "-Wall"],
+      "defines": ["NAPI_VERSION=8"]
+    },
+    {
       "target_name": "heap",
       "sources": ["heap.c"],
       "cflags": ["-O2", "-Wall"],

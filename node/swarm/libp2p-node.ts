@@ -32,6 +32,7 @@ import { kadDHT, type KadDHT, type KadDHTInit } from '@libp2p/kad-dht'
 import { gossipsub, type GossipSub, type GossipsubOpts, type PublishResult } from '@libp2p/gossipsub'
 import { mdns } from '@libp2p/mdns'
 import { preSharedKey } from '@libp2p/pnet'
+import { noiseCrypto } from './noise-crypto.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { ImgmeshError } from '../errors.ts'
@@ -222,7 +223,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
       ...(opts.announce === undefined ? {} : { announce: opts.announce })
     },
     transports: [tcp()],
-    connectionEncrypters: [noise(gate === 'prologue' ? { prologueBytes: clusterPrologue(clusterKey) } : {})],
+    connectionEncrypters: [noise({ crypto: noiseCrypto, ...(gate === 'prologue' ? { prologueBytes: clusterPrologue(clusterKey) } : {}) })],
     // Every connection writes each batch with one system call (socket-writes.ts); the pnet gate
     // runs after that, on the same connection.
     connectionProtector: coalescingProtector(gate === 'pnet' ? preSharedKey({ psk: clusterPnetPsk(clusterKey) }) : undefined),

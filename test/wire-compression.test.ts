@@ -1,10 +1,11 @@
-/** Compressed blocks on the wire (node/exchange/zblocks.ts): frame headers, round trips, hostile input. */
+/** Compressed blocks on the wire (node/exchange/zblocks.ts, node/native/zstd.c): frame headers, round trips, hostile input. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { zstdCompressSync } from 'node:zlib'
+import { zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { compressBlock, decompressBlocks, encodeZBlocks, frameContentSize, readWireMessages } from '../node/exchange/zblocks.ts'
+import { compressBlock, decompressBlock, decompressBlocks, encodeZBlocks, frameContentSize, readWireMessages } from '../node/exchange/zblocks.ts'
+import { nativeZstd } from '../node/native/zstd.ts'
 import { cidFor } from '../node/store/cid.ts'
 
 test('frame headers give the content size for every size class', () => {
@@ -42,4 +43,39 @@ test('ZBLOCK messages round-trip through the wire reader; garbage is refused', a
   // a frame that says it holds more than any block may
   const big = zstdCompressSync(Buffer.alloc(5 << 20))
   assert.throws(() => decompressBlocks([big]), { code: 'EPROTOCOL' })
+})
+
+test('the kept zstd contexts: frames node:zlib reads and writes, lies about the size refused', async () => {
+  assert.equal(nativeZstd.available, true, 'this Node exports zstd')
+  const text = Buffer.from('etc/systemd/system/multi-user.target.wants/'.repeat(2000))
+  const ours = await compressBlock(text)
+  assert.ok(ours !== null)
+  assert.deepEqual(zstdDecompressSync(ours), text)
+  assert.equal(frameContentSize(ours), text.length)
+  // node:zlib's frames, and many blocks one after another through the same context
+  for (let i = 0; i < 50; i++) {
+    const b = Buffer.concat([text.subarray(0, 1000 * i), randomBytes(3000)])
+    assert.deepEqual(Buffer.from(decompressBlock(zstdCompressSync(b, { pledgedSrcSize: b.length }))), b)
+  }
+  // a frame that declares fewer bytes than it holds, or more, or is cut short
+  const five = zstdCompressSync(Buffer.alloc(5000, 1), { pledgedSrcSize: 5000 })
+  const lying = Buffer.from(zstdCompressSync(Buffer.alloc(6000, 1), { pledgedSrcSize: 6000 }))
+  assert.equal(frameContentSize(lying), 6000)
+  // single segment, 2-byte content size (value - 256) right after the descriptor: say 5000
+  assert.equal(lying[4] & 0xe0, 0x60)
+  lying.writeUInt16LE(5000 - 256, 5)
+  assert.equal(frameContentSize(lying), 5000)
+  assert.throws(() => decompressBlock(lying), { code: 'EPROTOCOL' })
+  assert.throws(() => decompressBlock(five.subarray(0, five.length - 3)), { code: 'EPROTOCOL' })
+  const corrupt = Buffer.from(ours)
+  corrupt[corrupt.length - 5] ^= 0xff
+  assert.throws(() => decompressBlock(Buffer.concat([five, five])), { code: 'EPROTOCOL' })
+  // whatever a corrupt frame yields, it is never taken for the block: either refused here, or
+  // bytes that fail the CID check after
+  let refused = false
+  try { refused = !Buffer.from(decompressBlock(corrupt)).equals(text) } catch (err) { refused = (err as { code?: string }).code === 'EPROTOCOL' }
+  assert.ok(refused)
+  // and the context still works after errors
+  assert.deepEqual(Buffer.from(decompressBlock(ours)), text)
+  assert.throws(() => nativeZstd.decompress!(new Uint8Array(4), 'x' as unknown as Uint8Array), /Uint8Array/)
 })

@@ -13,6 +13,13 @@
       "defines": ["NAPI_VERSION=8"]
     },
     {
+      "target_name": "zstd",
+      "sources": ["zstd.c"],
+      "cflags": ["-O2", "-Wall"],
+      "defines": ["NAPI_VERSION=8"],
+      "libraries": ["-ldl"]
+    },
+    {
       "target_name": "heap",
       "sources": ["heap.c"],
       "cflags": ["-O2", "-Wall"],

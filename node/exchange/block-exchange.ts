@@ -19,7 +19,7 @@ import { ImgmeshError } from '../errors.ts'
 import { RateLimit } from './rate-limit.ts'
 import { BlockCache } from './block-cache.ts'
 import { PeerPieces } from './peer-pieces.ts'
-import { BLOCKS_PROTOCOL_Z, compressBlock, decompressBlocks, encodeZBlocks, readWireMessages, type ZBlock } from './zblocks.ts'
+import { BLOCKS_PROTOCOL_Z, ZSTD_AVAILABLE, compressBlock, decompressBlocks, encodeZBlocks, readWireMessages, type ZBlock } from './zblocks.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('exchange')
@@ -129,7 +129,10 @@ export class BlockExchange {
   readonly cache: BlockCache
   /** Blocks as zstd frames (as received, or compressed once here), relayed as they are. */
   readonly zcache: BlockCache
-  /** Whether blocks travel compressed (zblocks.ts): we ask for it and send it to peers that ask. */
+  /**
+   * Whether blocks travel compressed (zblocks.ts): we ask for it and send it to peers that ask.
+   * On by default where this Node has zstd; IMGMESH_WIRE_COMPRESSION=off turns it off.
+   */
   readonly compress: boolean
   /** Bytes of block data that went out / came in on the wire (compressed or not). */
   wireSent = 0
@@ -147,7 +150,7 @@ export class BlockExchange {
     const envCache = Number(process.env.IMGMESH_BLOCK_CACHE_MB)
     this.cache = new BlockCache(opts.cacheBytes ?? (Number.isFinite(envCache) && envCache >= 0 ? envCache * 1024 * 1024 : CACHE_BYTES))
     this.zcache = new BlockCache(this.cache.maxBytes)
-    this.compress = opts.compress ?? process.env.IMGMESH_WIRE_COMPRESSION === 'zstd'
+    this.compress = opts.compress ?? (ZSTD_AVAILABLE && process.env.IMGMESH_WIRE_COMPRESSION !== 'off')
     this.uploadLimit = opts.uploadBytesPerSecond === undefined || opts.uploadBytesPerSecond <= 0 ? null : new RateLimit(opts.uploadBytesPerSecond)
   }
 

@@ -32,6 +32,8 @@ import { nativeZstd } from '../native/zstd.ts'
 import { MAX_BLOCK_SIZE, MAX_CID_LENGTH, MAX_FRAME_SIZE, MAX_LIST_LENGTH, MAX_REQUEST_ID, decodeMessage, type BlocksMessage } from '../../protocols/blocks/messages.ts'
 
 export const BLOCKS_PROTOCOL_Z = '/imgmesh/blocks/1.1.0'
+/** Whether this Node can compress blocks at all (its zlib has zstd from 22.15 on). */
+export const ZSTD_AVAILABLE = nativeZstd.available || typeof zstdCompress === 'function'
 export const ZBLOCK = 0x06
 /** A block is sent compressed only if that saves at least this fraction. */
 const MIN_SAVING = 0.1

@@ -34,7 +34,7 @@ export function color (i: number): string {
   return PALETTE[i % PALETTE.length]
 }
 
-export const TRANSPORT_COLORS: Record<string, string> = { imgmesh: '#d62728', 'imgmesh-zstd': '#9467bd', rsync: '#1f77b4', multicast: '#2ca02c', bittorrent: '#ff7f0e' }
+export const TRANSPORT_COLORS: Record<string, string> = { imgmesh: '#d62728', 'imgmesh-plain': '#9467bd', rsync: '#1f77b4', multicast: '#2ca02c', bittorrent: '#ff7f0e' }
 
 function esc (s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')

@@ -27,7 +27,7 @@
  * agent keeps `peers` connections of its own choosing, see node/swarm/peer-keeper.ts; full: every
  * agent connected to every other; h0: clients bootstrap to h0 alone), peers=K (the agents'
  * --peers, default 16; mesh=full passes N+1), mdns=on|off (default off),
- * compress=zstd|off (blocks on the wire; IMGMESH_WIRE_COMPRESSION of the agents), cache-mb=N
+ * compress=zstd|off (blocks on the wire, zstd by default; IMGMESH_WIRE_COMPRESSION of the agents), cache-mb=N
  * (IMGMESH_BLOCK_CACHE_MB), max-in-flight=N, upload-limit=SIZE (e.g. 6M), log=LEVEL (IMGMESH_LOG of the agents, e.g.
  * info), start-batch=N (agents started at once during setup, default 4), settle=MS (pause after
  * the mesh formed, default 1000), node-args="..." (extra node flags for the agents, e.g. --cpu-prof),
@@ -408,11 +408,14 @@ export const imgmeshTransport: Transport = {
   run
 }
 
-/** The same with blocks compressed on the wire (zstd; T_min stays on the uncompressed bytes). */
-export const imgmeshZstdTransport: Transport = {
-  name: 'imgmesh-zstd',
+/**
+ * The same with blocks sent as they are (the agents' default compresses them; T_min stays on the
+ * uncompressed bytes either way), to see what compression changes.
+ */
+export const imgmeshPlainTransport: Transport = {
+  name: 'imgmesh-plain',
   needsTar: false,
   tools: [],
-  description: 'imgmesh with zstd-compressed blocks on the wire',
-  run: async (ctx) => await run({ ...ctx, options: { compress: 'zstd', ...ctx.options } })
+  description: 'imgmesh with blocks uncompressed on the wire',
+  run: async (ctx) => await run({ ...ctx, options: { compress: 'off', ...ctx.options } })
 }

@@ -208,18 +208,26 @@ export async function * streamSource (stream: MessageStream, highWaterMark = REA
   let paused = false
   let wake: (() => void) | null = null
   const notify = (): void => { const w = wake; wake = null; w?.() }
+  let resuming = false
+  const pause = (): void => {
+    paused = true
+    try { stream.pause() } catch { /* the stream is closing: nothing more will come */ }
+  }
   const resume = (): void => {
     if (!paused) return
     paused = false
-    try { stream.resume() } catch { /* the stream is closing: nothing more will come */ }
+    resuming = true
+    try { stream.resume() } catch { /* the stream is closing: nothing more will come */ } finally { resuming = false }
+    // resume() hands over what arrived while paused and only then opens the muxer's window
+    // again: a pause made while it hands over would be undone at once, and the sender would be
+    // granted window after window into a stream that no longer reads (it is reset once its
+    // read buffer is full). So the pause waits until resume() has returned.
+    if (queued > highWaterMark && !ended) pause()
   }
   const onMessage = (evt: StreamMessageEvent): void => {
     queue.push(evt.data)
     queued += evt.data.byteLength
-    if (queued > highWaterMark && !paused && !ended) {
-      paused = true
-      stream.pause()
-    }
+    if (queued > highWaterMark && !paused && !ended && !resuming) pause()
     notify()
   }
   const onEnd = (): void => { ended = true; notify() }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bytes.h"
 
 #define KEY_LEN 32
 #define NONCE_LEN 12
@@ -34,18 +35,6 @@ static Contexts *contexts(napi_env env) {
   Contexts *c = NULL;
   napi_get_instance_data(env, (void **)&c);
   return c;
-}
-
-static int bytes_of(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  bool is = false;
-  napi_is_typedarray(env, v, &is);
-  if (!is) { napi_throw_type_error(env, "EINVAL", "expected a Uint8Array"); return 0; }
-  napi_typedarray_type type;
-  void *p;
-  napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL);
-  if (type != napi_uint8_array) { napi_throw_type_error(env, "EINVAL", "expected a Uint8Array"); return 0; }
-  *data = (uint8_t *)p;
-  return 1;
 }
 
 static int key_nonce(napi_env env, napi_value *argv, uint8_t **key, uint8_t **nonce) {
@@ -78,45 +67,70 @@ static int add_ad(napi_env env, EVP_CIPHER_CTX *ctx, napi_value v) {
   return 1;
 }
 
+/* The Uint8Arrays of a JavaScript array, read once. */
+typedef struct { const uint8_t *p; size_t len; } Part;
+typedef struct { Part *at; uint32_t n; size_t total; Part local[8]; } Parts;
+
+static void parts_free(Parts *ps) { if (ps->at != ps->local) free(ps->at); }
+
+static int parts_of(napi_env env, napi_value arr, Parts *ps) {
+  ps->at = ps->local; ps->n = 0; ps->total = 0;
+  bool is_array = false;
+  napi_is_array(env, arr, &is_array);
+  if (!is_array) { napi_throw_type_error(env, "EINVAL", "parts must be an array of Uint8Arrays"); return 0; }
+  uint32_t n;
+  napi_get_array_length(env, arr, &n);
+  if (n > sizeof ps->local / sizeof ps->local[0] && (ps->at = malloc(n * sizeof(Part))) == NULL) {
+    ps->at = ps->local;
+    napi_throw_error(env, "ENOMEM", "aead: no memory");
+    return 0;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v; uint8_t *p; size_t l;
+    napi_get_element(env, arr, i, &v);
+    if (!bytes_of(env, v, &p, &l)) { parts_free(ps); return 0; }
+    ps->at[ps->n++] = (Part){ p, l };
+    ps->total += l;
+  }
+  if (ps->total > INT32_MAX) { parts_free(ps); napi_throw_range_error(env, "EINVAL", "message too large"); return 0; }
+  return 1;
+}
+
+/* Encrypts or decrypts the parts one after another into out; the bytes written, or -1. */
+static long update_parts(EVP_CIPHER_CTX *ctx, const Parts *ps, uint8_t *out) {
+  size_t off = 0;
+  for (uint32_t i = 0; i < ps->n; i++) {
+    int outl = 0;
+    if (ps->at[i].len == 0) continue;
+    if (EVP_CipherUpdate(ctx, out + off, &outl, ps->at[i].p, (int)ps->at[i].len) != 1) return -1;
+    off += (size_t)outl;
+  }
+  return (long)off;
+}
+
 static napi_value seal(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc != 5) { napi_throw_type_error(env, "EINVAL", "seal(key, nonce, ad, parts, out)"); return NULL; }
   uint8_t *key, *nonce, *out;
-  size_t outl_total;
-  if (!key_nonce(env, argv, &key, &nonce) || !bytes_of(env, argv[4], &out, &outl_total)) return NULL;
-  bool is_array = false;
-  napi_is_array(env, argv[3], &is_array);
-  if (!is_array) { napi_throw_type_error(env, "EINVAL", "parts must be an array of Uint8Arrays"); return NULL; }
-  uint32_t n;
-  napi_get_array_length(env, argv[3], &n);
-  size_t total = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value part; uint8_t *p; size_t l;
-    napi_get_element(env, argv[3], i, &part);
-    if (!bytes_of(env, part, &p, &l)) return NULL;
-    total += l;
+  size_t out_len;
+  Parts ps;
+  if (!key_nonce(env, argv, &key, &nonce) || !bytes_of(env, argv[4], &out, &out_len) || !parts_of(env, argv[3], &ps)) return NULL;
+  const char *bad = NULL;
+  if (out_len != ps.total + TAG_LEN) bad = "out must be the plaintext's length + 16";
+  for (uint32_t i = 0; bad == NULL && i < ps.n; i++) {
+    if (ps.at[i].len > 0 && ps.at[i].p < out + out_len && out < ps.at[i].p + ps.at[i].len) bad = "out overlaps the plaintext";
   }
-  if (outl_total != total + TAG_LEN) { napi_throw_range_error(env, "EINVAL", "out must be the plaintext's length + 16"); return NULL; }
-  if (total > INT32_MAX) { napi_throw_range_error(env, "EINVAL", "message too large"); return NULL; }
+  if (bad != NULL) { parts_free(&ps); napi_throw_range_error(env, "EINVAL", bad); return NULL; }
   Contexts *c = contexts(env);
-  if (!init_ctx(env, &c->enc, 1, key, nonce) || !add_ad(env, c->enc, argv[2])) return NULL;
-  EVP_CIPHER_CTX *ctx_enc = c->enc;
-  size_t off = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value part; uint8_t *p; size_t l; int outl;
-    napi_get_element(env, argv[3], i, &part);
-    if (!bytes_of(env, part, &p, &l)) return NULL;
-    if (l == 0) continue;
-    if (p < out + outl_total && out < p + l) { napi_throw_range_error(env, "EINVAL", "out overlaps the plaintext"); return NULL; }
-    if (EVP_EncryptUpdate(ctx_enc, out + off, &outl, p, (int)l) != 1) { napi_throw_error(env, "ECRYPTO", "encrypt failed"); return NULL; }
-    off += (size_t)outl;
-  }
+  if (!init_ctx(env, &c->enc, 1, key, nonce) || !add_ad(env, c->enc, argv[2])) { parts_free(&ps); return NULL; }
+  long off = update_parts(c->enc, &ps, out);
+  parts_free(&ps);
   int fl = 0;
-  if (EVP_EncryptFinal_ex(ctx_enc, out + off, &fl) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx_enc, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, out + off + fl) != 1) {
-    napi_throw_error(env, "ECRYPTO", "encrypt final failed");
+  if (off < 0 || EVP_EncryptFinal_ex(c->enc, out + off, &fl) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c->enc, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, out + off + fl) != 1) {
+    napi_throw_error(env, "ECRYPTO", "encrypt failed");
     return NULL;
   }
   return NULL;
@@ -129,42 +143,29 @@ static napi_value open_(napi_env env, napi_callback_info info) {
   if (argc != 6) { napi_throw_type_error(env, "EINVAL", "open(key, nonce, ad, parts, tag, dst)"); return NULL; }
   uint8_t *key, *nonce, *tag, *dst;
   size_t tl, dl;
-  if (!key_nonce(env, argv, &key, &nonce) || !bytes_of(env, argv[4], &tag, &tl) || !bytes_of(env, argv[5], &dst, &dl)) return NULL;
-  if (tl != TAG_LEN) { napi_throw_range_error(env, "EINVAL", "tag must be 16 bytes"); return NULL; }
-  if (dl > INT32_MAX) { napi_throw_range_error(env, "EINVAL", "message too large"); return NULL; }
-  bool is_array = false;
-  napi_is_array(env, argv[3], &is_array);
-  if (!is_array) { napi_throw_type_error(env, "EINVAL", "parts must be an array of Uint8Arrays"); return NULL; }
-  uint32_t n;
-  napi_get_array_length(env, argv[3], &n);
-  size_t total = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value part; uint8_t *p; size_t l;
-    napi_get_element(env, argv[3], i, &part);
-    if (!bytes_of(env, part, &p, &l)) return NULL;
-    /* each part is decrypted onto its own place in dst: it must be that place, or lie outside dst
-     * (anywhere else in dst it could be overwritten before it is read) */
-    if (l > 0 && p != dst + total && p < dst + dl && dst < p + l) { napi_throw_range_error(env, "EINVAL", "dst overlaps the ciphertext without being it"); return NULL; }
-    total += l;
+  Parts ps;
+  if (!key_nonce(env, argv, &key, &nonce) || !bytes_of(env, argv[4], &tag, &tl) || !bytes_of(env, argv[5], &dst, &dl) || !parts_of(env, argv[3], &ps)) return NULL;
+  const char *bad = NULL;
+  if (tl != TAG_LEN) bad = "tag must be 16 bytes";
+  else if (ps.total != dl) bad = "dst must be as long as the ciphertext";
+  /* each part is decrypted onto its own place in dst: it must be that place, or lie outside dst
+   * (anywhere else in dst it could be overwritten before it is read) */
+  size_t at = 0;
+  for (uint32_t i = 0; bad == NULL && i < ps.n; at += ps.at[i].len, i++) {
+    const uint8_t *p = ps.at[i].p;
+    if (ps.at[i].len > 0 && p != dst + at && p < dst + dl && dst < p + ps.at[i].len) bad = "dst overlaps the ciphertext without being it";
   }
-  if (total != dl) { napi_throw_range_error(env, "EINVAL", "dst must be as long as the ciphertext"); return NULL; }
+  if (bad != NULL) { parts_free(&ps); napi_throw_range_error(env, "EINVAL", bad); return NULL; }
   uint8_t t[TAG_LEN];
   memcpy(t, tag, TAG_LEN);
   Contexts *c = contexts(env);
-  if (!init_ctx(env, &c->dec, 0, key, nonce) || !add_ad(env, c->dec, argv[2])) return NULL;
-  EVP_CIPHER_CTX *ctx_dec = c->dec;
-  size_t off = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value part; uint8_t *p; size_t l; int outl = 0;
-    napi_get_element(env, argv[3], i, &part);
-    if (!bytes_of(env, part, &p, &l)) return NULL;
-    if (l == 0) continue;
-    if (EVP_DecryptUpdate(ctx_dec, dst + off, &outl, p, (int)l) != 1) { napi_throw_error(env, "ECRYPTO", "decrypt failed"); return NULL; }
-    off += (size_t)outl;
-  }
+  if (!init_ctx(env, &c->dec, 0, key, nonce) || !add_ad(env, c->dec, argv[2])) { parts_free(&ps); return NULL; }
+  long off = update_parts(c->dec, &ps, dst);
+  parts_free(&ps);
+  if (off < 0) { napi_throw_error(env, "ECRYPTO", "decrypt failed"); return NULL; }
   int fl = 0;
-  int ok = EVP_CIPHER_CTX_ctrl(ctx_dec, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, t) == 1 &&
-           EVP_DecryptFinal_ex(ctx_dec, dst + off, &fl) == 1;
+  int ok = EVP_CIPHER_CTX_ctrl(c->dec, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, t) == 1 &&
+           EVP_DecryptFinal_ex(c->dec, dst + off, &fl) == 1;
   napi_value result;
   napi_get_boolean(env, ok, &result);
   return result;

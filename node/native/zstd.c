@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include "bytes.h"
 
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 typedef struct ZSTD_DCtx_s ZSTD_DCtx;
@@ -61,17 +62,6 @@ static State *state(napi_env env) {
   State *s = NULL;
   napi_get_instance_data(env, (void **)&s);
   return s;
-}
-
-static int bytes_of(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  bool is = false;
-  napi_is_typedarray(env, v, &is);
-  napi_typedarray_type type = napi_int8_array;
-  void *p = NULL;
-  if (is) napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL);
-  if (!is || type != napi_uint8_array) { napi_throw_type_error(env, "EINVAL", "expected a Uint8Array"); return 0; }
-  *data = (uint8_t *)p;
-  return 1;
 }
 
 static napi_value compress(napi_env env, napi_callback_info info) {

@@ -52,22 +52,21 @@ export function open (ciphertext: Data, nonce: Uint8Array, ad: Uint8Array, k: Ui
     // the tag straddles two buffers: copy its 16 bytes
     tag ??= ciphertext.subarray().subarray(n)
   }
-  const out = dst !== undefined && dst.byteLength === n && parts.every((p, i) => fitsInPlace(p, dst, offsetOf(parts, i))) ? dst : Buffer.allocUnsafe(n)
+  const out = dst !== undefined && dst.byteLength === n && fitsInPlace(parts, dst) ? dst : Buffer.allocUnsafe(n)
   if (!nativeAead.open(k, nonce, ad, parts, tag, out)) throw new ImgmeshError('EPEER', 'noise message failed authentication')
   return out
 }
 
-function offsetOf (parts: Uint8Array[], i: number): number {
-  let o = 0
-  for (let j = 0; j < i; j++) o += parts[j].byteLength
-  return o
-}
-
-/** Whether part may be decrypted onto dst at offset: it is exactly that place, or shares no memory with dst. */
-function fitsInPlace (part: Uint8Array, dst: Uint8Array, offset: number): boolean {
-  if (part.buffer !== dst.buffer || part.byteLength === 0) return true
-  if (part.byteOffset === dst.byteOffset + offset) return true
-  return part.byteOffset + part.byteLength <= dst.byteOffset || dst.byteOffset + dst.byteLength <= part.byteOffset
+/** Whether every part may be decrypted onto its own place in dst: it is that place, or shares no memory with dst. */
+function fitsInPlace (parts: Uint8Array[], dst: Uint8Array): boolean {
+  let offset = 0
+  for (const part of parts) {
+    const apart = part.buffer !== dst.buffer || part.byteLength === 0 || part.byteOffset === dst.byteOffset + offset ||
+      part.byteOffset + part.byteLength <= dst.byteOffset || dst.byteOffset + dst.byteLength <= part.byteOffset
+    if (!apart) return false
+    offset += part.byteLength
+  }
+  return true
 }
 
 /** libp2p-noise's crypto with the cipher above. */

@@ -3,7 +3,8 @@
  *
  * - TCP transport, noise encryption, yamux multiplexing, identify, ping. Each TCP connection
  *   writes a batch with one system call (socket-writes.ts), and yamux streams send a window
- *   update once 64 KiB arrived, not after every frame (stream-window.ts).
+ *   update once 64 KiB arrived, not after every frame (stream-window.ts). Noise reads its
+ *   message lengths without an exception per socket read (noise-lengths.ts).
  * - The cluster key gates every connection. Default gate: the noise prologue
  *   (sha256("imgmesh-cluster-v1" || key)) — a peer with another key fails the handshake with
  *   an `EncryptionFailedError`/`InvalidCryptoExchangeError` before any protocol runs. The
@@ -42,6 +43,7 @@ import { DIAL_TIMEOUT_MS, PeerDialer } from './peer-dialer.ts'
 import { DEFAULT_PEERS, PeerKeeper } from './peer-keeper.ts'
 import { coalescingProtector } from './socket-writes.ts'
 import { useBatchedWindowUpdates } from './stream-window.ts'
+import { useQuietLengthDecoding } from './noise-lengths.ts'
 
 const log = createLogger('swarm')
 
@@ -215,6 +217,7 @@ export async function createSwarmNode (opts: SwarmNodeOptions): Promise<SwarmNod
 
   const peers = Math.max(1, opts.peers ?? DEFAULT_PEERS)
   if (!useBatchedWindowUpdates()) log.warn('yamux streams have no sendWindowUpdate: window updates left to the library')
+  if (!useQuietLengthDecoding()) log.warn('LengthPrefixedDecoder has no decode: noise message lengths left to the library')
   const libp2p = await createLibp2p<SwarmServices>({
     privateKey: opts.privateKey,
     start: false,

@@ -100,3 +100,28 @@ test('release drops every block and the arena; the cache works again after', () 
   assert.deepEqual(c.get('c'), content('c', 0, 100))
   assert.equal(c.bytes, 100)
 })
+
+test('lend hands the held bytes to the call without a copy and counts a hit; a missing block calls nothing', () => {
+  const c = new BlockCache(1024)
+  const a = content('a', 0, 100)
+  c.put('a', a)
+  let seen: Uint8Array | null = null
+  assert.equal(c.lend('a', (bytes) => { seen = bytes; assert.deepEqual(Buffer.from(bytes), Buffer.from(a)) }), true)
+  assert.ok(seen !== null)
+  assert.equal(c.hits, 1)
+  let called = false
+  assert.equal(c.lend('b', () => { called = true }), false)
+  assert.equal(called, false)
+  assert.equal(c.misses, 1)
+  // lent, not copied: the arena's bytes (so the caller must be done with them when use returns)
+  c.put('c', content('c', 0, 512))
+  c.put('d', content('d', 0, 512))
+  assert.equal(c.lend('a', () => {}), false, 'a was overwritten')
+  // lending does not move a block: the next put still overwrites the oldest
+  const e = new BlockCache(1000)
+  for (const k of ['x', 'y', 'z']) e.put(k, content(k, 0, 300))
+  assert.equal(e.lend('x', () => {}), true)
+  e.put('w', content('w', 0, 300))
+  assert.equal(e.has('x'), false)
+  assert.equal(e.has('y'), true)
+})

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { compressBlock, decompressBlock, decompressBlocks, encodeZBlocks, frameContentSize, readWireMessages } from '../node/exchange/zblocks.ts'
+import { BlockInflater, compressBlock, decompressBlock, decompressBlocks, encodeZBlocks, frameContentSize, readWireMessages } from '../node/exchange/zblocks.ts'
 import { nativeZstd } from '../node/native/zstd.ts'
 import { cidFor } from '../node/store/cid.ts'
 
@@ -78,4 +78,29 @@ test('the kept zstd contexts: frames node:zlib reads and writes, lies about the 
   // and the context still works after errors
   assert.deepEqual(Buffer.from(decompressBlock(ours)), text)
   assert.throws(() => nativeZstd.decompress!(new Uint8Array(4), 'x' as unknown as Uint8Array), /Uint8Array/)
+})
+
+test('a BlockInflater decompresses block after block into one buffer it reuses, and refuses what decompressBlock refuses', async () => {
+  const inflater = new BlockInflater()
+  const text = Buffer.from('usr/share/doc/base-files/copyright '.repeat(1800))
+  const blocks = [text, randomBytes(70_000), text.subarray(0, 10), Buffer.concat([text, text, text, text, text])]
+  const frames = blocks.map(b => zstdCompressSync(b, { pledgedSrcSize: b.length }))
+  const first = inflater.inflate(frames[0])
+  assert.deepEqual(Buffer.from(first), text)
+  const second = inflater.inflate(frames[1])
+  assert.deepEqual(Buffer.from(second), blocks[1])
+  assert.equal(first.buffer, second.buffer, 'the same buffer: a result is lent until the next call')
+  for (const [k, f] of frames.entries()) assert.deepEqual(Buffer.from(inflater.inflate(f)), blocks[k], `block ${k}`)
+  // blocks larger than the buffer (blocks[3] is 315 KB, past the first 256 KiB) grow it
+  assert.ok(blocks[3].length > 256 * 1024)
+  const big = randomBytes(600_000)
+  assert.deepEqual(Buffer.from(inflater.inflate(zstdCompressSync(big, { pledgedSrcSize: big.length }))), big)
+  // refused: a frame that declares fewer bytes than it holds, a cut frame, two frames
+  const lying = Buffer.from(zstdCompressSync(Buffer.alloc(6000, 1), { pledgedSrcSize: 6000 }))
+  lying.writeUInt16LE(5000 - 256, 5)
+  assert.throws(() => inflater.inflate(lying), { code: 'EPROTOCOL' })
+  assert.throws(() => inflater.inflate(frames[0].subarray(0, frames[0].length - 3)), { code: 'EPROTOCOL' })
+  assert.throws(() => inflater.inflate(Buffer.concat([frames[2], frames[2]])), { code: 'EPROTOCOL' })
+  // and it works after errors
+  assert.deepEqual(Buffer.from(inflater.inflate(frames[0])), text)
 })

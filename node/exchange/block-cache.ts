@@ -42,6 +42,19 @@ export class BlockCache {
     return copy
   }
 
+  /**
+   * Calls use with the block's bytes in the arena, lent for the call only (no copy), and returns
+   * true; false, calling nothing, if the block is not held. For a reader that is done with the
+   * bytes when use returns (a synchronous write): the block is not moved to the head.
+   */
+  lend (key: string, use: (bytes: Uint8Array) => void): boolean {
+    const s = this.slots.get(key)
+    if (s === undefined || this.arena === null) { this.misses++; return false }
+    this.hits++
+    use(this.arena.subarray(s.offset, s.offset + s.length))
+    return true
+  }
+
   /** Whether key is held (without counting a hit or moving it). */
   has (key: string): boolean { return this.slots.has(key) }
 

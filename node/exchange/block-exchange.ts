@@ -19,7 +19,7 @@ import { ImgmeshError } from '../errors.ts'
 import { RateLimit } from './rate-limit.ts'
 import { BlockCache } from './block-cache.ts'
 import { PeerPieces } from './peer-pieces.ts'
-import { BLOCKS_PROTOCOL_Z, ZSTD_AVAILABLE, compressBlock, decompressBlocks, encodeZBlocks, readWireMessages, type ZBlock } from './zblocks.ts'
+import { BLOCKS_PROTOCOL_Z, ZSTD_AVAILABLE, BlockInflater, compressBlock, encodeZBlocks, readWireMessages, type ZBlock } from './zblocks.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('exchange')
@@ -68,6 +68,11 @@ export interface HaveEvent { peer: string, version: CID, pieceCount: number, hav
 export type OfferSource = (version: CID) => Promise<Offer | null>
 
 /** What to do with a requested block: resolve gets bytes already checked against the CID. */
+/**
+ * What to do when a block arrives or is refused. resolve gets the verified bytes lent for the call
+ * only (a decompressed block lies in a buffer the next block reuses): a waiter that keeps them
+ * past the call copies them.
+ */
 interface Waiter { resolve: (peer: string, bytes: Uint8Array) => void, reject: (peer: string, missing: boolean) => void }
 
 export interface PeerTraffic { sent: number, received: number, blocksSent: number, blocksReceived: number }
@@ -129,6 +134,8 @@ export class BlockExchange {
   readonly cache: BlockCache
   /** Blocks as zstd frames (as received, or compressed once here), relayed as they are. */
   readonly zcache: BlockCache
+  /** Decompresses the blocks received, one buffer reused for all. */
+  private readonly inflater = new BlockInflater()
   /**
    * Whether blocks travel compressed (zblocks.ts): we ask for it and send it to peers that ask.
    * On by default where this Node has zstd; IMGMESH_WIRE_COMPRESSION=off turns it off.
@@ -257,42 +264,33 @@ export class BlockExchange {
           this.peerPieces.note(peer, key, msg.pieceCount, msg.have)
           for (const fn of this.haveListeners.get(key) ?? []) fn({ peer, version: msg.version, pieceCount: msg.pieceCount, have: msg.have })
         } else if (msg.type === 'block' || msg.type === 'zblock') {
-          const wire = msg.type === 'block' ? msg.blocks.map(b => b.bytes) : msg.blocks.map(b => b.z)
-          let raw: Array<Uint8Array | null> = wire
-          if (msg.type === 'zblock') {
-            // Only what someone waits for is decompressed (all of it in one call).
-            const wanted = msg.blocks.map(b => this.waiters.has(b.cid.toString()))
-            raw = wire.map(() => null)
-            const frames = wire.filter((_z, k) => wanted[k])
-            if (frames.length > 0) {
-              let out: Uint8Array[]
-              try { out = decompressBlocks(frames) } catch {
-                const first = msg.blocks.find((_b, k) => wanted[k])
-                if (first !== undefined) this.waiters.get(first.cid.toString())?.reject(peer, false)
+          const compressed = msg.type === 'zblock'
+          for (let k = 0; k < msg.blocks.length; k++) {
+            const cid = msg.blocks[k].cid
+            const wire = msg.type === 'zblock' ? msg.blocks[k].z : msg.blocks[k].bytes
+            traffic.received += wire.length
+            this.bytesReceived += wire.length
+            this.wireReceived += wire.length
+            const key = cid.toString()
+            const waiter = this.waiters.get(key)
+            // Only what someone waits for is decompressed.
+            if (waiter === undefined) continue
+            let bytes = wire
+            if (compressed) {
+              try { bytes = this.inflater.inflate(wire) } catch {
+                waiter.reject(peer, false)
                 this.badBlocks++
                 this.ban(peer, 'sent compressed blocks that do not decompress')
                 return
               }
-              let j = 0
-              for (let k = 0; k < wire.length; k++) if (wanted[k]) raw[k] = out[j++]
             }
-          }
-          for (let k = 0; k < msg.blocks.length; k++) {
-            const cid = msg.blocks[k].cid
-            traffic.received += wire[k].length
-            this.bytesReceived += wire[k].length
-            this.wireReceived += wire[k].length
-            const key = cid.toString()
-            const waiter = this.waiters.get(key)
-            const bytes = raw[k]
-            if (waiter === undefined || bytes === null) continue
             if (!matchesCid(cid, bytes)) {
               this.badBlocks++
               waiter.reject(peer, false)
               this.ban(peer, `sent a block that does not hash to ${key}`)
               return
             }
-            if (msg.type === 'zblock') this.zcache.put(key, wire[k])
+            if (compressed) this.zcache.put(key, wire)
             traffic.blocksReceived++
             this.blocksFetched++
             waiter.resolve(peer, bytes)
@@ -343,7 +341,7 @@ export class BlockExchange {
       const got = await new Promise<Uint8Array | null>((resolve) => {
         const timer = setTimeout(() => { done(null) }, timeoutMs)
         const done = (v: Uint8Array | null): void => { clearTimeout(timer); if (this.waiters.get(key) === waiter) this.waiters.delete(key); resolve(v) }
-        const waiter: Waiter = { resolve: (_p, bytes) => { done(bytes) }, reject: (p) => { if (p === peer) done(null) } }
+        const waiter: Waiter = { resolve: (_p, bytes) => { done(new Uint8Array(bytes)) }, reject: (p) => { if (p === peer) done(null) } }
         this.waiters.set(key, waiter)
         this.want(peer, [cid]).catch(() => { done(null) })
       })

@@ -220,7 +220,7 @@ export class VersionFetcher implements BlockGetter {
         r.at = now
         this.treePending.set(r.cid.toString(), r)
         this.exchange.expect(r.cid, {
-          resolve: (from, bytes) => { void this.onTreeBlock(r, from, bytes) },
+          resolve: (from, bytes) => { void this.onTreeBlock(r, from, new Uint8Array(bytes)) },
           reject: (from) => { if (from === r.peer) this.retryTree(r) }
         })
       }
@@ -416,7 +416,7 @@ export class VersionFetcher implements BlockGetter {
         for (const i of picks) {
           this.requestedAt.set(`${peer}:${i}`, now)
           this.exchange.expect(offer.pieces[i], {
-            resolve: (from, bytes) => { void this.onBlock(from, i, bytes) },
+            resolve: (from, bytes) => { try { this.onBlock(from, i, bytes) } catch (err) { this.fail(err as Error) } },
             reject: (from, missing) => { this.requestedAt.delete(`${from}:${i}`); s.failed(from, i, missing); this.pump() }
           })
         }
@@ -429,18 +429,22 @@ export class VersionFetcher implements BlockGetter {
     }
   }
 
-  private async onBlock (peer: string, i: number, bytes: Uint8Array): Promise<void> {
+  /**
+   * A piece arrived (checked against its CID by the exchange). The bytes are lent for this call
+   * (the exchange reuses their buffer for the next block), so everything here that uses them
+   * does so before returning: the store and the block cache copy them, and deploy's writers
+   * (whenArrived) write them at once; get() callers get a copy.
+   */
+  private onBlock (peer: string, i: number, bytes: Uint8Array): void {
     const s = this.scheduler!
     const offer = this.offer!
     if (s.have.has(i)) return
     try {
-      // checked against its CID by the exchange on arrival
-      await this.store.putTrusted(offer.pieces[i], bytes)
+      this.store.putTrustedSync(offer.pieces[i], bytes)
     } catch (err) {
       this.fail(err as Error)
       return
     }
-    if (s.have.has(i)) return
     this.exchange.unexpect(offer.pieces[i])
     this.requestedAt.delete(`${peer}:${i}`)
     const others = s.received(peer, i)
@@ -542,6 +546,14 @@ export class VersionFetcher implements BlockGetter {
     return true
   }
 
+  /** BlockGetter for deploy: a chunk of this version that arrived and is still in the block cache, lent without a copy. */
+  lend (cid: CID, use: (bytes: Uint8Array) => void): boolean {
+    const key = cid.toString()
+    const i = this.offer?.index.get(key)
+    if (i === undefined || this.scheduler === null || !this.scheduler.have.has(i)) return false
+    return this.exchange.cache.lend(key, use)
+  }
+
   private waitFor (i: number, w: { arrived: (b: Uint8Array) => void, failed: (e: Error) => void }): void {
     let list = this.pieceWaiters.get(i)
     if (list === undefined) { list = []; this.pieceWaiters.set(i, list) }
@@ -557,7 +569,7 @@ export class VersionFetcher implements BlockGetter {
     }
     if (this.scheduler.have.has(i)) return this.exchange.cache.get(cid.toString()) ?? await this.store.get(cid)
     if (this.failure !== null) throw this.failure
-    return await new Promise<Uint8Array>((resolve, reject) => { this.waitFor(i, { arrived: resolve, failed: reject }) })
+    return await new Promise<Uint8Array>((resolve, reject) => { this.waitFor(i, { arrived: (bytes) => { resolve(new Uint8Array(bytes)) }, failed: reject }) })
   }
 
   progress (): FetchProgress {

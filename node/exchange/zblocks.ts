@@ -130,33 +130,58 @@ export function frameContentSize (z: Uint8Array): number | null {
 }
 
 /**
- * The blocks in zstd frames. Each frame must declare its content size, at most MAX_BLOCK_SIZE,
- * and decompress to exactly that; EPROTOCOL otherwise. (Node's zstd decompressor stops after the
- * first frame of a concatenation, so each frame takes its own call.)
+ * The block in one zstd frame, decompressed into `into(n)` (a buffer of at least n bytes) when the
+ * native decompressor is there, else into a new buffer. The frame must declare its content size,
+ * at most MAX_BLOCK_SIZE, and decompress to exactly that; EPROTOCOL otherwise. (Node's zstd
+ * decompressor stops after the first frame of a concatenation, so each frame takes its own call.)
  */
-export function decompressBlocks (frames: Uint8Array[]): Uint8Array[] {
-  return frames.map((z) => {
-    const n = frameContentSize(z)
-    if (n === null || n > MAX_BLOCK_SIZE) throw protocolError('compressed block without a valid content size')
-    let out: Uint8Array
-    try {
-      if (nativeZstd.decompress !== undefined) {
-        const dst = Buffer.allocUnsafe(n)
-        out = dst.subarray(0, nativeZstd.decompress(z, dst))
-      } else {
-        out = zstdDecompressSync(z, { maxOutputLength: Math.max(1, n) })
-      }
-    } catch (err) {
-      throw protocolError(`bad compressed block (${(err as Error).message})`)
+function inflate (z: Uint8Array, into: (n: number) => Uint8Array): Uint8Array {
+  const n = frameContentSize(z)
+  if (n === null || n > MAX_BLOCK_SIZE) throw protocolError('compressed block without a valid content size')
+  let out: Uint8Array
+  try {
+    if (nativeZstd.decompress !== undefined) {
+      const dst = into(n).subarray(0, n)
+      out = dst.subarray(0, nativeZstd.decompress(z, dst))
+    } else {
+      out = zstdDecompressSync(z, { maxOutputLength: Math.max(1, n) })
     }
-    if (out.length !== n) throw protocolError('compressed block does not decompress to its declared size')
-    return out
-  })
+  } catch (err) {
+    throw protocolError(`bad compressed block (${(err as Error).message})`)
+  }
+  if (out.length !== n) throw protocolError('compressed block does not decompress to its declared size')
+  return out
+}
+
+/** The blocks in zstd frames, each in a buffer of its own (see inflate for what is checked). */
+export function decompressBlocks (frames: Uint8Array[]): Uint8Array[] {
+  return frames.map(z => inflate(z, n => Buffer.allocUnsafe(n)))
 }
 
 /** One block in a zstd frame (see decompressBlocks). */
 export function decompressBlock (z: Uint8Array): Uint8Array {
-  return decompressBlocks([z])[0]
+  return inflate(z, n => Buffer.allocUnsafe(n))
+}
+
+/** The smallest buffer a BlockInflater keeps (grown to the largest block it met). */
+const INFLATE_BUFFER_BYTES = 256 * 1024
+
+/**
+ * Decompresses received blocks one at a time into one buffer it keeps, instead of a new one per
+ * block: each block is hashed, stored and written where it lies, so a new 64 KiB buffer per block
+ * was only garbage (and, at this rate, the young generation's collections and fresh pages it
+ * cost). A result is valid until the next call.
+ */
+export class BlockInflater {
+  private buffer = new Uint8Array(0)
+
+  /** The block in frame z (checked as decompressBlocks checks it), lent until the next call. */
+  inflate (z: Uint8Array): Uint8Array {
+    return inflate(z, (n) => {
+      if (this.buffer.length < n) this.buffer = new Uint8Array(Math.max(n, INFLATE_BUFFER_BYTES))
+      return this.buffer
+    })
+  }
 }
 
 /**

@@ -41,6 +41,12 @@ export interface BlockGetter {
    * collections. Absent: every block is here.
    */
   whenArrived?: (cid: CID, arrived: (bytes: Uint8Array) => void, failed: (err: Error) => void) => boolean
+  /**
+   * For a block held in memory: calls `use` at once with its verified bytes, lent for the call
+   * only (a synchronous write, say), and returns true; returns false, calling nothing,
+   * otherwise (use get()). Saves the copy get() makes. Absent: always get().
+   */
+  lend?: (cid: CID, use: (bytes: Uint8Array) => void) => boolean
 }
 
 export interface PutResult { cid: CID, added: boolean }
@@ -211,6 +217,11 @@ export class BlockStore implements BlockGetter {
    * block it receives once, on arrival): the same as putVerified without hashing it again.
    */
   async putTrusted (cid: CID, bytes: Uint8Array): Promise<PutResult> {
+    return this.putBlock(cid, bytes)
+  }
+
+  /** putTrusted done before returning: bytes may be reused as soon as it returns. */
+  putTrustedSync (cid: CID, bytes: Uint8Array): PutResult {
     return this.putBlock(cid, bytes)
   }
 

@@ -174,6 +174,7 @@ async function writeSegments (ctx: WriterContext, fd: number, rel: Buffer, entry
       const at = offset
       offset += length
       if (cid === undefined) continue
+      if (ctx.blocks.lend?.(cid, (bytes) => { put(cid, length, at, bytes) }) === true) continue
       const later = ctx.blocks.whenArrived?.(cid,
         (bytes) => { try { put(cid, length, at, bytes) } catch (err) { failure ??= err } settled() },
         (err) => { failure ??= err; settled() }) ?? false

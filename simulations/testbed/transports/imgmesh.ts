@@ -102,20 +102,20 @@ export function schedstat (pid: number): [number, number] {
   return sumThreads(threadStats(pid))
 }
 
-/** [user, system] CPU seconds of a process (all threads), from /proc/PID/stat. */
-function userSys (pid: number): [number, number] {
+/** [user, system] CPU seconds and minor page faults of a process (all threads), from /proc/PID/stat. */
+function userSysFaults (pid: number): [number, number, number] {
   try {
     const st = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ')
-    return [Number(f[11]) / 100, Number(f[12]) / 100]
-  } catch { return [0, 0] }
+    return [Number(f[11]) / 100, Number(f[12]) / 100, Number(f[7])]
+  } catch { return [0, 0, 0] }
 }
 
 /** Two "name: value" counters of a /proc file ([0, 0] when it cannot be read). */
-function procCounters (path: string, names: [string, string]): [number, number] {
+function procCounters (path: string, names: [string, string], unit = ''): [number, number] {
   try {
     const text = readFileSync(path, 'utf8')
-    const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(text)?.[1] ?? 0)
+    const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)${unit}$`, 'm').exec(text)?.[1] ?? 0)
     return [field(names[0]), field(names[1])]
   } catch { return [0, 0] }
 }
@@ -135,16 +135,22 @@ interface ProcReading {
   threads: Map<string, [number, number]>
   sched: [number, number]
   userSys: [number, number]
+  /** Minor page faults so far. */
+  faults: number
+  /** [resident, peak resident] KiB (VmRSS, VmHWM). */
+  rss: [number, number]
   switches: [number, number]
   syscalls: [number, number]
 }
 
 /** Stands in for the finish reading of an agent whose deploy failed. */
-const NO_READING: ProcReading = { threads: new Map(), sched: [0, 0], userSys: [0, 0], syscalls: [0, 0], switches: [0, 0] }
+const NO_READING: ProcReading = { threads: new Map(), sched: [0, 0], userSys: [0, 0], faults: 0, rss: [0, 0], syscalls: [0, 0], switches: [0, 0] }
 
 function readProc (pid: number): ProcReading {
   const threads = threadStats(pid)
-  return { threads, sched: sumThreads(threads), userSys: userSys(pid), syscalls: syscalls(pid), switches: switches(pid) }
+  const [user, sys, faults] = userSysFaults(pid)
+  const rss = procCounters(`/proc/${pid}/status`, ['VmRSS', 'VmHWM'], ' kB')
+  return { threads, sched: sumThreads(threads), userSys: [user, sys], faults, rss, syscalls: syscalls(pid), switches: switches(pid) }
 }
 
 /** CPU seconds per thread name between two threadStats readings. */
@@ -382,12 +388,13 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
   const cpu = all.map((a, i) => {
     const [b, e] = [at0[i], at1[i]]
-    return { host: a.host.name, cpuS: (e.sched[0] - b.sched[0]) / 1e9, waitS: (e.sched[1] - b.sched[1]) / 1e9, userS: e.userSys[0] - b.userSys[0], sysS: e.userSys[1] - b.userSys[1], readCalls: e.syscalls[0] - b.syscalls[0], writeCalls: e.syscalls[1] - b.syscalls[1], wakeups: e.switches[0] - b.switches[0], preempted: e.switches[1] - b.switches[1], threads: threadDelta(b.threads, e.threads) }
+    return { host: a.host.name, cpuS: (e.sched[0] - b.sched[0]) / 1e9, waitS: (e.sched[1] - b.sched[1]) / 1e9, userS: e.userSys[0] - b.userSys[0], sysS: e.userSys[1] - b.userSys[1], faults: e.faults - b.faults, rssMiB: [b.rss[0], e.rss[0], e.rss[1]].map(k => Math.round(k / 1024)), readCalls: e.syscalls[0] - b.syscalls[0], writeCalls: e.syscalls[1] - b.syscalls[1], wakeups: e.switches[0] - b.switches[0], preempted: e.switches[1] - b.switches[1], threads: threadDelta(b.threads, e.threads) }
   })
   const cl = cpu.slice(1).filter(c => c.cpuS > 0)
   const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
   notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (user ${mean(cl.map(c => c.userS)).toFixed(1)}, sys ${mean(cl.map(c => c.sysS)).toFixed(1)}; wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)
   notes.push(`system calls t0→finish: clients mean ${Math.round(mean(cl.map(c => c.readCalls)))} reads, ${Math.round(mean(cl.map(c => c.writeCalls)))} writes; h0 ${cpu[0].readCalls} reads, ${cpu[0].writeCalls} writes; main thread switches t0→finish: clients mean ${Math.round(mean(cl.map(c => c.wakeups)))} voluntary, ${Math.round(mean(cl.map(c => c.preempted)))} preempted`)
+  notes.push(`minor page faults t0→finish: clients mean ${Math.round(mean(cl.map(c => c.faults)))}, h0 ${cpu[0].faults}; resident MiB at t0 → finish (peak): clients mean ${mean(cl.map(c => c.rssMiB[0])).toFixed(0)} → ${mean(cl.map(c => c.rssMiB[1])).toFixed(0)} (${mean(cl.map(c => c.rssMiB[2])).toFixed(0)}), h0 ${cpu[0].rssMiB[0]} → ${cpu[0].rssMiB[1]} (${cpu[0].rssMiB[2]})`)
   // What each agent sent and received, for the write-up.
   const statuses = await Promise.all(all.map(async (a, i) => {
     try { return { ...cpu[i], finishedS: i === 0 ? null : (outcomes[i - 1].finishedAt ?? t0) / 1000 - t0 / 1000, ...(await a.client.call<StatusAnswer>('status')).traffic } } catch { return cpu[i] }

@@ -71,9 +71,10 @@ export type OfferSource = (version: CID) => Promise<Offer | null>
 /**
  * What to do when a block arrives or is refused. resolve gets the verified bytes lent for the call
  * only (a decompressed block lies in a buffer the next block reuses): a waiter that keeps them
- * past the call copies them.
+ * past the call copies them. A block that came compressed comes with its zstd frame too (also
+ * lent), which the store may keep instead of the bytes.
  */
-interface Waiter { resolve: (peer: string, bytes: Uint8Array) => void, reject: (peer: string, missing: boolean) => void }
+interface Waiter { resolve: (peer: string, bytes: Uint8Array, frame?: Uint8Array) => void, reject: (peer: string, missing: boolean) => void }
 
 export interface PeerTraffic { sent: number, received: number, blocksSent: number, blocksReceived: number }
 
@@ -293,7 +294,7 @@ export class BlockExchange {
             if (compressed) this.zcache.put(key, wire)
             traffic.blocksReceived++
             this.blocksFetched++
-            waiter.resolve(peer, bytes)
+            waiter.resolve(peer, bytes, compressed ? wire : undefined)
           }
         } else if (msg.type === 'dont-have') {
           for (const c of msg.cids) this.waiters.get(c.toString())?.reject(peer, true)
@@ -482,8 +483,11 @@ export class BlockExchange {
         if (zStream) {
           let z = this.zcache.get(key)
           if (z === undefined) {
-            z = (await compressBlock(await this.rawBlock(cid, key))) ?? INCOMPRESSIBLE
-            this.blocksCompressed++
+            z = await this.storedFrame(cid, key)
+            if (z === undefined) {
+              z = (await compressBlock(await this.rawBlock(cid, key))) ?? INCOMPRESSIBLE
+              this.blocksCompressed++
+            }
             this.zcache.put(key, z)
           }
           if (z.length > 0) return { z }
@@ -598,6 +602,18 @@ export class BlockExchange {
       this.servedStreams.delete(stream)
       stream.abort(new Error('closed'))
     }
+  }
+
+  /**
+   * For a block not in memory that the store keeps as its zstd frame (it came compressed): the
+   * frame, checked by the store (it decompresses to the block), so it is sent without
+   * compressing it again; the block goes to the block cache. Undefined otherwise.
+   */
+  private async storedFrame (cid: CID, key: string): Promise<Uint8Array | undefined> {
+    if (this.cache.has(key)) return undefined
+    const { bytes, frame } = await this.store.getWithFrame(cid)
+    this.cache.put(key, bytes)
+    return frame
   }
 
   /** A verified block for serving: from memory if it just came or went, else from the store. */

@@ -416,7 +416,7 @@ export class VersionFetcher implements BlockGetter {
         for (const i of picks) {
           this.requestedAt.set(`${peer}:${i}`, now)
           this.exchange.expect(offer.pieces[i], {
-            resolve: (from, bytes) => { try { this.onBlock(from, i, bytes) } catch (err) { this.fail(err as Error) } },
+            resolve: (from, bytes, frame) => { try { this.onBlock(from, i, bytes, frame) } catch (err) { this.fail(err as Error) } },
             reject: (from, missing) => { this.requestedAt.delete(`${from}:${i}`); s.failed(from, i, missing); this.pump() }
           })
         }
@@ -433,14 +433,15 @@ export class VersionFetcher implements BlockGetter {
    * A piece arrived (checked against its CID by the exchange). The bytes are lent for this call
    * (the exchange reuses their buffer for the next block), so everything here that uses them
    * does so before returning: the store and the block cache copy them, and deploy's writers
-   * (whenArrived) write them at once; get() callers get a copy.
+   * (whenArrived) write them at once; get() callers get a copy. A piece that came compressed is
+   * stored as its zstd frame (about half the bytes to write and keep).
    */
-  private onBlock (peer: string, i: number, bytes: Uint8Array): void {
+  private onBlock (peer: string, i: number, bytes: Uint8Array, frame?: Uint8Array): void {
     const s = this.scheduler!
     const offer = this.offer!
     if (s.have.has(i)) return
     try {
-      this.store.putTrustedSync(offer.pieces[i], bytes)
+      this.store.putTrustedSync(offer.pieces[i], bytes, frame)
     } catch (err) {
       this.fail(err as Error)
       return

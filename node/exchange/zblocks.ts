@@ -23,13 +23,16 @@
  *
  * TODO(protocols): this format belongs in protocols/blocks/messages.ts next to the others.
  */
-import { zstdCompress, zstdDecompressSync, constants as zc } from 'node:zlib'
+import { zstdCompress, constants as zc } from 'node:zlib'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { CID } from 'multiformats/cid'
 import type { MessageStream } from '@libp2p/interface'
 import { Cursor, protocolError, readFrames, varintLength, writeVarint } from '../../protocols/blocks/frame.ts'
 import { nativeZstd } from '../native/zstd.ts'
+import { ZstdFrameError, frameContentSize, inflateFrame } from '../store/zstd-frame.ts'
 import { MAX_BLOCK_SIZE, MAX_CID_LENGTH, MAX_FRAME_SIZE, MAX_LIST_LENGTH, MAX_REQUEST_ID, decodeMessage, type BlocksMessage } from '../../protocols/blocks/messages.ts'
+
+export { frameContentSize }
 
 export const BLOCKS_PROTOCOL_Z = '/imgmesh/blocks/1.1.0'
 /** Whether this Node can compress blocks at all (its zlib has zstd from 22.15 on). */
@@ -107,50 +110,17 @@ export async function * readWireMessages (source: MessageStream | AsyncIterable<
 }
 
 /**
- * The content size a zstd frame header declares, or null if the header does not say (or is not a
- * zstd frame header). RFC 8878 3.1.1: magic, frame header descriptor, optional window descriptor,
- * optional dictionary id, then the frame content size field.
- */
-export function frameContentSize (z: Uint8Array): number | null {
-  if (z.length < 6 || z[0] !== 0x28 || z[1] !== 0xb5 || z[2] !== 0x2f || z[3] !== 0xfd) return null
-  const fhd = z[4]
-  const fcsFlag = fhd >> 6
-  const single = (fhd & 0x20) !== 0
-  const dictBytes = [0, 1, 2, 4][fhd & 3]
-  const fcsBytes = fcsFlag === 0 ? (single ? 1 : 0) : [0, 2, 4, 8][fcsFlag]
-  if (fcsBytes === 0) return null
-  let p = 5 + (single ? 0 : 1) + dictBytes
-  if (p + fcsBytes > z.length) return null
-  let v = 0
-  for (let k = 0; k < Math.min(fcsBytes, 6); k++) v += z[p + k] * 2 ** (8 * k)
-  if (fcsBytes === 8 && (z[p + 6] !== 0 || z[p + 7] !== 0)) return null
-  if (fcsBytes === 2) v += 256
-  p += fcsBytes
-  return v
-}
-
-/**
- * The block in one zstd frame, decompressed into `into(n)` (a buffer of at least n bytes) when the
- * native decompressor is there, else into a new buffer. The frame must declare its content size,
- * at most MAX_BLOCK_SIZE, and decompress to exactly that; EPROTOCOL otherwise. (Node's zstd
- * decompressor stops after the first frame of a concatenation, so each frame takes its own call.)
+ * The block in one zstd frame (see node/store/zstd-frame.ts), decompressed into `into(n)` where
+ * the native decompressor is there; EPROTOCOL if the frame is not one block of at most
+ * MAX_BLOCK_SIZE that decompresses to the size it declares.
  */
 function inflate (z: Uint8Array, into: (n: number) => Uint8Array): Uint8Array {
-  const n = frameContentSize(z)
-  if (n === null || n > MAX_BLOCK_SIZE) throw protocolError('compressed block without a valid content size')
-  let out: Uint8Array
   try {
-    if (nativeZstd.decompress !== undefined) {
-      const dst = into(n).subarray(0, n)
-      out = dst.subarray(0, nativeZstd.decompress(z, dst))
-    } else {
-      out = zstdDecompressSync(z, { maxOutputLength: Math.max(1, n) })
-    }
+    return inflateFrame(z, into, MAX_BLOCK_SIZE)
   } catch (err) {
-    throw protocolError(`bad compressed block (${(err as Error).message})`)
+    if (err instanceof ZstdFrameError) throw protocolError(err.message)
+    throw err
   }
-  if (out.length !== n) throw protocolError('compressed block does not decompress to its declared size')
-  return out
 }
 
 /** The blocks in zstd frames, each in a buffer of its own (see inflate for what is checked). */

@@ -19,6 +19,7 @@ import { ImgmeshError, isErrno } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 import { RAW_CODE, cidFor, matchesCid, blockKey } from './cid.ts'
 import { PackWriter, scanPack, MAX_RECORD_DATA } from './pack-file.ts'
+import { ZstdFrameError, inflateFrame } from './zstd-frame.ts'
 import { nativeFs } from '../native/fsx.ts'
 
 const log = createLogger('store')
@@ -52,7 +53,8 @@ export interface BlockGetter {
 export interface PutResult { cid: CID, added: boolean }
 
 /** Where a block's bytes are: for repair tools and tests. */
-export interface BlockLocation { path: string, offset: number, length: number }
+/** Where a block's bytes are (with zstd: its zstd frame): for repair tools and tests. */
+export interface BlockLocation { path: string, offset: number, length: number, zstd: boolean }
 
 interface Pack {
   name: string
@@ -66,7 +68,7 @@ interface Pack {
   corrupt: boolean
 }
 
-interface Location { pack: Pack, offset: number, length: number }
+interface Location { pack: Pack, offset: number, length: number, zstd: boolean }
 
 function storeError (what: string, err: unknown, dir: string): ImgmeshError {
   if (isErrno(err, 'ENOSPC') || isErrno(err, 'EDQUOT')) return new ImgmeshError('ENOSPC', `${what}: no space left on device in ${dir}`, { cause: err })
@@ -82,6 +84,16 @@ function writerPid (name: string): number {
 function processAlive (pid: number): boolean {
   if (pid <= 0) return false
   try { process.kill(pid, 0); return true } catch (err) { return isErrno(err, 'EPERM') }
+}
+
+/** The block in a stored zstd frame, or null if the frame is not one block (a corrupt record). */
+function inflateStored (frame: Uint8Array): Uint8Array | null {
+  try {
+    return inflateFrame(frame, n => Buffer.allocUnsafe(n), MAX_RECORD_DATA)
+  } catch (err) {
+    if (err instanceof ZstdFrameError) return null
+    throw err
+  }
 }
 
 function readAsync (fd: number, buf: Uint8Array, length: number, position: number): Promise<number> {
@@ -125,7 +137,7 @@ export class BlockStore implements BlockGetter {
   /** The pack and range holding a block (for repair tools and tests), or null. */
   locate (cid: CID): BlockLocation | null {
     const loc = this.find(blockKey(cid))
-    return loc === undefined ? null : { path: loc.pack.path, offset: loc.offset, length: loc.length }
+    return loc === undefined ? null : { path: loc.pack.path, offset: loc.offset, length: loc.length, zstd: loc.zstd }
   }
 
   async has (cid: CID): Promise<boolean> { return this.find(blockKey(cid)) !== undefined }
@@ -137,6 +149,14 @@ export class BlockStore implements BlockGetter {
    * agent serving peers from a cold store keeps its event loop free while the disk works.
    */
   async get (cid: CID): Promise<Uint8Array> {
+    return (await this.getWithFrame(cid)).bytes
+  }
+
+  /**
+   * get(), and for a block kept as its zstd frame the frame too (checked: it decompressed to
+   * bytes), for a server that sends blocks compressed.
+   */
+  async getWithFrame (cid: CID): Promise<{ bytes: Uint8Array, frame?: Uint8Array }> {
     const loc = this.found(cid)
     const buf = new Uint8Array(Buffer.allocUnsafeSlow(loc.length).buffer, 0, loc.length)
     let got = 0
@@ -151,7 +171,9 @@ export class BlockStore implements BlockGetter {
     } catch (err) {
       throw storeError(`reading block ${cid.toString()}`, err, this.dir)
     }
-    return this.checked(cid, buf.subarray(0, got))
+    const stored = buf.subarray(0, got)
+    const bytes = this.checked(cid, loc, stored)
+    return loc.zstd ? { bytes, frame: stored } : { bytes }
   }
 
   /**
@@ -171,7 +193,7 @@ export class BlockStore implements BlockGetter {
     } catch (err) {
       throw storeError(`reading block ${cid.toString()}`, err, this.dir)
     }
-    return this.checked(cid, buf.subarray(0, got))
+    return this.checked(cid, loc, buf.subarray(0, got))
   }
 
   private found (cid: CID): Location {
@@ -180,8 +202,10 @@ export class BlockStore implements BlockGetter {
     return loc
   }
 
-  private checked (cid: CID, bytes: Uint8Array): Uint8Array {
-    if (!matchesCid(cid, bytes)) {
+  /** The block's bytes from what its record holds (a zstd frame decompressed), checked against cid. */
+  private checked (cid: CID, loc: Location, stored: Uint8Array): Uint8Array {
+    const bytes = loc.zstd ? inflateStored(stored) : stored
+    if (bytes === null || !matchesCid(cid, bytes)) {
       log.info('corrupt block in store', { cid: cid.toString() })
       throw new ImgmeshError('EBADBLOCK', `block ${cid.toString()} in the store does not match its hash`)
     }
@@ -220,9 +244,14 @@ export class BlockStore implements BlockGetter {
     return this.putBlock(cid, bytes)
   }
 
-  /** putTrusted done before returning: bytes may be reused as soon as it returns. */
-  putTrustedSync (cid: CID, bytes: Uint8Array): PutResult {
-    return this.putBlock(cid, bytes)
+  /**
+   * putTrusted done before returning: bytes may be reused as soon as it returns. With frame (the
+   * block as one zstd frame, as it came over the wire; the caller checked that it decompresses to
+   * bytes) the frame is what is kept: fewer bytes written, and every read decompresses it and
+   * checks the hash.
+   */
+  putTrustedSync (cid: CID, bytes: Uint8Array, frame?: Uint8Array): PutResult {
+    return this.putBlock(cid, bytes, frame)
   }
 
   /**
@@ -230,21 +259,22 @@ export class BlockStore implements BlockGetter {
    * write is cut back, so a full disk leaves the pack as it was). The index is not refreshed
    * first: a block another process stored meanwhile is stored twice, which costs only space.
    */
-  private putBlock (cid: CID, bytes: Uint8Array): PutResult {
+  private putBlock (cid: CID, bytes: Uint8Array, frame?: Uint8Array): PutResult {
     const key = blockKey(cid)
     if (this.index.has(key)) return { cid, added: false }
     if (bytes.length > MAX_RECORD_DATA) throw new ImgmeshError('EBADARG', `block ${cid.toString()} of ${bytes.length} bytes is larger than a block may be`)
+    const stored = frame ?? bytes
     try {
       const pack = this.writable()
-      const offset = this.writer!.append(cid.multihash.bytes, bytes)
+      const offset = this.writer!.append(cid.multihash.bytes, stored, frame !== undefined)
       pack.scanned = this.writer!.size
-      this.index.set(key, { pack, offset, length: bytes.length })
+      this.index.set(key, { pack, offset, length: stored.length, zstd: frame !== undefined })
       if (this.writer!.size >= PACK_ROLLOVER_BYTES) this.finishWriting()
     } catch (err) {
       if (err instanceof ImgmeshError) throw err
       throw storeError(`storing block ${cid.toString()}`, err, this.dir)
     }
-    this.bytesAdded += bytes.length
+    this.bytesAdded += stored.length
     this.blocksAdded++
     return { cid, added: true }
   }
@@ -332,7 +362,7 @@ export class BlockStore implements BlockGetter {
     const r = scanPack(pack.fd, pack.scanned, size)
     for (const rec of r.records) {
       const key = Buffer.from(rec.multihash).toString('base64url')
-      if (!this.index.has(key)) this.index.set(key, { pack, offset: rec.offset, length: rec.length })
+      if (!this.index.has(key)) this.index.set(key, { pack, offset: rec.offset, length: rec.length, zstd: rec.zstd })
     }
     pack.scanned = r.end
     if (r.corrupt) {
@@ -394,16 +424,17 @@ export class BlockStore implements BlockGetter {
         const data = buf.subarray(0, n)
         const cid = CID.createV1(RAW_CODE, Digest.decode(r.multihash))
         this.index.delete(key)
-        if (!matchesCid(cid, data)) {
+        const block = r.zstd ? inflateStored(data) : data
+        if (block === null || !matchesCid(cid, block)) {
           // Not copied: missing, it is fetched again; corrupt, it would only fail every read.
           log.warn('corrupt block dropped by gc', { cid: cid.toString(), pack: pack.path })
           removedKeys.add(key)
           continue
         }
         try {
-          this.putBlock(cid, data)
+          this.putBlock(cid, block, r.zstd ? data : undefined)
         } catch (err) {
-          this.index.set(key, loc ?? { pack, offset: r.offset, length: r.length })
+          this.index.set(key, loc ?? { pack, offset: r.offset, length: r.length, zstd: r.zstd })
           throw err
         }
         this.bytesAdded -= data.length

@@ -5,7 +5,12 @@
  * 64 KiB), so blocks are appended to packs instead of getting a file each.
  *
  *     pack   = "IMGPACK1" record*
- *     record = 0x01 varint(multihash length) multihash varint(data length) data
+ *     record = kind varint(multihash length) multihash varint(data length) data
+ *     kind   = 0x01 (data: the block's bytes) | 0x02 (data: the block as one zstd frame,
+ *              zstd-frame.ts; a block received compressed is kept as it came)
+ *
+ * An agent older than kind 0x02 takes such a record for a bad header and ignores the rest of
+ * that pack (its GC then rewrites it): the blocks are fetched again, nothing wrong is used.
  *
  * A record is complete once its last data byte is in the file. A reader scanning a pack stops
  * at a record that does not fit in the file (one still being written, or cut short by a crash)
@@ -16,7 +21,8 @@
 import { closeSync, fstatSync, ftruncateSync, openSync, readSync, writevSync, constants } from 'node:fs'
 
 export const PACK_MAGIC = Buffer.from('IMGPACK1', 'latin1')
-const RECORD_KIND = 0x01
+const RECORD_RAW = 0x01
+const RECORD_ZSTD = 0x02
 /** Largest multihash a record may name (sha2-256 is 34 bytes). */
 const MAX_MULTIHASH = 64
 /** Largest block a record may hold (tree blocks are at most 32 MiB). */
@@ -30,6 +36,8 @@ export interface PackRecord {
   /** Offset of the block's data in the pack, and its length. */
   offset: number
   length: number
+  /** The data are the block in one zstd frame (kind 0x02), not its bytes. */
+  zstd: boolean
 }
 
 function varintAt (buf: Uint8Array, pos: number, end: number): [number, number] | null {
@@ -74,7 +82,8 @@ export function scanPack (fd: number, from: number, size: number): ScanResult {
   }
   while (pos < size) {
     const n = readSync(fd, head, 0, Math.min(MAX_HEADER, size - pos), pos)
-    if (head[0] !== RECORD_KIND) return { records, end: pos, corrupt: true }
+    const kind = head[0]
+    if (kind !== RECORD_RAW && kind !== RECORD_ZSTD) return { records, end: pos, corrupt: true }
     const mh = varintAt(head, 1, n)
     if (mh === null) return { records, end: pos, corrupt: n === MAX_HEADER }
     const [mhLen, afterLen] = mh
@@ -86,7 +95,7 @@ export function scanPack (fd: number, from: number, size: number): ScanResult {
     const offset = pos + dataStart
     // Not all here yet (being written, or cut short): stop, a later scan sees the rest.
     if (offset + dataLen > size) break
-    records.push({ multihash: Uint8Array.from(head.subarray(afterLen, afterLen + mhLen)), offset, length: dataLen })
+    records.push({ multihash: Uint8Array.from(head.subarray(afterLen, afterLen + mhLen)), offset, length: dataLen, zstd: kind === RECORD_ZSTD })
     pos = offset + dataLen
   }
   return { records, end: pos, corrupt: false }
@@ -120,10 +129,13 @@ export class PackWriter {
     return w
   }
 
-  /** Appends one block; returns the offset of its data. On failure the pack is cut back to where it was. */
-  append (multihash: Uint8Array, data: Uint8Array): number {
+  /**
+   * Appends one block (data: its bytes, or with zstd its zstd frame); returns the offset of its
+   * data. On failure the pack is cut back to where it was.
+   */
+  append (multihash: Uint8Array, data: Uint8Array, zstd = false): number {
     const head = new Uint8Array(1 + 5 + multihash.length + 5)
-    head[0] = RECORD_KIND
+    head[0] = zstd ? RECORD_ZSTD : RECORD_RAW
     let p = writeVarint(multihash.length, head, 1)
     head.set(multihash, p)
     p = writeVarint(data.length, head, p + multihash.length)

@@ -217,8 +217,14 @@ test('a block received compressed is kept as its zstd frame: read back decompres
   assert.equal(again.locate(aCid)!.length, aFrame.length)
   assert.deepEqual(Buffer.from(await again.get(aCid)), a)
 
+  // a frame larger than its block is not kept: the block is
+  const tiny = Buffer.from('x')
+  again.putTrustedSync(cidFor(tiny), tiny, zstdCompressSync(tiny, { pledgedSrcSize: 1 }))
+  assert.equal(again.locate(cidFor(tiny))!.zstd, false)
+  assert.deepEqual(Buffer.from(await again.get(cidFor(tiny))), tiny)
+
   // a frame that decompresses to other bytes than its CID names is refused on read
-  const named = Buffer.from('what the CID names')
+  const named = Buffer.from('what the CID names, long enough for a frame to be smaller '.repeat(50))
   again.putTrustedSync(cidFor(named), named, cFrame)
   await assert.rejects(again.get(cidFor(named)), (err: unknown) => err instanceof ImgmeshError && err.code === 'EBADBLOCK')
   again.close()

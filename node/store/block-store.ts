@@ -247,8 +247,8 @@ export class BlockStore implements BlockGetter {
   /**
    * putTrusted done before returning: bytes may be reused as soon as it returns. With frame (the
    * block as one zstd frame, as it came over the wire; the caller checked that it decompresses to
-   * bytes) the frame is what is kept: fewer bytes written, and every read decompresses it and
-   * checks the hash.
+   * bytes) the frame is what is kept, if smaller: fewer bytes written, and every read
+   * decompresses it and checks the hash.
    */
   putTrustedSync (cid: CID, bytes: Uint8Array, frame?: Uint8Array): PutResult {
     return this.putBlock(cid, bytes, frame)
@@ -263,12 +263,14 @@ export class BlockStore implements BlockGetter {
     const key = blockKey(cid)
     if (this.index.has(key)) return { cid, added: false }
     if (bytes.length > MAX_RECORD_DATA) throw new ImgmeshError('EBADARG', `block ${cid.toString()} of ${bytes.length} bytes is larger than a block may be`)
-    const stored = frame ?? bytes
+    // A frame is kept only if it is smaller (a peer's frame could be larger than its block).
+    const zstd = frame !== undefined && frame.length < bytes.length
+    const stored = zstd ? frame : bytes
     try {
       const pack = this.writable()
-      const offset = this.writer!.append(cid.multihash.bytes, stored, frame !== undefined)
+      const offset = this.writer!.append(cid.multihash.bytes, stored, zstd)
       pack.scanned = this.writer!.size
-      this.index.set(key, { pack, offset, length: stored.length, zstd: frame !== undefined })
+      this.index.set(key, { pack, offset, length: stored.length, zstd })
       if (this.writer!.size >= PACK_ROLLOVER_BYTES) this.finishWriting()
     } catch (err) {
       if (err instanceof ImgmeshError) throw err

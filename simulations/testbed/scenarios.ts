@@ -423,19 +423,21 @@ async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, wo
   })
   // Once the survivors hold a full copy between them, kill the victims and h0.
   let killAt: number | null = null
-  for (let k = 0; k < 100_000 && Date.now() < deadline && killAt === null; k++) {
-    await new Promise(resolve => setTimeout(resolve, 200))
+  // Polled every 50 ms, all survivors at once: the copy is complete only shortly before the
+  // first survivors finish, and a kill after they finished would test nothing.
+  for (let k = 0; k < 400_000 && Date.now() < deadline && killAt === null; k++) {
+    await new Promise(resolve => setTimeout(resolve, 50))
     let union: Uint8Array | null = null
     let pieces = 0
-    for (const a of survivors) {
-      try {
-        const d = (await a.client.call<DeployStatus>('status')).deploys[0]
-        if (d?.bitmap === undefined) continue
-        const b = Buffer.from(d.bitmap, 'base64')
-        pieces = d.pieces
-        if (union === null) union = new Uint8Array(b.length)
-        for (let j = 0; j < b.length && j < union.length; j++) union[j] |= b[j]
-      } catch {}
+    const maps = await Promise.all(survivors.map(async (a) => {
+      try { return (await a.client.call<DeployStatus>('status')).deploys[0] } catch { return undefined }
+    }))
+    for (const d of maps) {
+      if (d?.bitmap === undefined) continue
+      const b = Buffer.from(d.bitmap, 'base64')
+      pieces = d.pieces
+      if (union === null) union = new Uint8Array(b.length)
+      for (let j = 0; j < b.length && j < union.length; j++) union[j] |= b[j]
     }
     if (union === null || pieces === 0) continue
     let have = 0
@@ -462,6 +464,9 @@ async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, wo
     if (v.ok) verified++
     else writeFileSync(join(dir, `verify-${tb.clients[i].name}.txt`), [outcomes[i].error ?? '', ...v.sample].join('\n') + '\n')
   }
+  // Survivors that had finished before the kill: the kill tested only the others.
+  const doneBeforeKill = killAt === null ? 0 : fin.filter(t => t <= (killAt as number)).length
+  if (killAt !== null) notes.push(`${doneBeforeKill} of ${survivors.length} survivors had finished before the kill`)
   const tMinS = image.bytes * 8 / o.rate.bps
   const tS = finished === survivors.length && fin.length > 0 ? (Math.max(...fin) - t0) / 1000 : null
   const errors = [...new Set(outcomes.filter((_x, i) => !victims.has(i)).map(x => x.error).filter((e): e is string => e !== undefined))]

@@ -90,7 +90,7 @@ export function createAgentMetrics (agent: Agent, opts: MetricsOptions = {}): Ag
 
   // Store size: the blocks the store's index holds (packs other processes wrote included).
   const blocks = agent.store.blocks
-  new Gauge({ name: 'imgmesh_store_bytes', help: 'Bytes of blocks in the store', registers: [registry], collect () { this.set(blocks.stats().bytes) } })
+  new Gauge({ name: 'imgmesh_store_bytes', help: 'Bytes the block store holds on disk (a block kept compressed counts its compressed bytes)', registers: [registry], collect () { this.set(blocks.stats().bytes) } })
   new Gauge({ name: 'imgmesh_store_blocks', help: 'Blocks in the store', registers: [registry], collect () { this.set(blocks.stats().blocks) } })
 
   // Deploys: running now, and how long finished ones took.

@@ -44,6 +44,15 @@ const INCOMPRESSIBLE = new Uint8Array(0)
  */
 const CACHE_BYTES = 16 * 1024 * 1024
 /**
+ * The compressed-block cache (what is relayed to peers taking compressed blocks) gets twice the
+ * block cache's budget. Deploy's writer takes most blocks as they arrive, so the raw cache
+ * serves a short window; relays come as late as peers ask, and with 50 clients on the testbed
+ * that was past 16 MiB of compressed blocks often enough that a client spent 0.1 CPU-s reading
+ * frames back from its store and checking them. At 32 MiB: N=50 9.29 and 8.78 T_min against
+ * 9.43 and 9.48, client CPU 3.5 and 3.2 s against 3.7 and 3.6 (docs/benchmarks.md).
+ */
+const ZCACHE_SHARE = 2
+/**
  * How often a served peer hears about pieces we got since the last HAVE. One timer serves every
  * served peer, and a peer whose view of a version did not change since the last turn costs no
  * scan (with a timer and a scan per served peer, the HAVE updates took 2.3% of all CPU in a
@@ -157,7 +166,7 @@ export class BlockExchange {
     this.offerSource = offerSource
     const envCache = Number(process.env.IMGMESH_BLOCK_CACHE_MB)
     this.cache = new BlockCache(opts.cacheBytes ?? (Number.isFinite(envCache) && envCache >= 0 ? envCache * 1024 * 1024 : CACHE_BYTES))
-    this.zcache = new BlockCache(this.cache.maxBytes)
+    this.zcache = new BlockCache(this.cache.maxBytes * ZCACHE_SHARE)
     this.compress = opts.compress ?? (ZSTD_AVAILABLE && process.env.IMGMESH_WIRE_COMPRESSION !== 'off')
     this.uploadLimit = opts.uploadBytesPerSecond === undefined || opts.uploadBytesPerSecond <= 0 ? null : new RateLimit(opts.uploadBytesPerSecond)
   }

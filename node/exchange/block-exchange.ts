@@ -76,12 +76,11 @@ export interface HaveEvent { peer: string, version: CID, pieceCount: number, hav
 /** Resolves an offer for a version on demand (null: we hold nothing of it). */
 export type OfferSource = (version: CID) => Promise<Offer | null>
 
-/** What to do with a requested block: resolve gets bytes already checked against the CID. */
 /**
- * What to do when a block arrives or is refused. resolve gets the verified bytes lent for the call
- * only (a decompressed block lies in a buffer the next block reuses): a waiter that keeps them
- * past the call copies them. A block that came compressed comes with its zstd frame too (also
- * lent), which the store may keep instead of the bytes.
+ * What to do when a requested block arrives or is refused. resolve gets the bytes, already checked
+ * against the CID, lent for the call only (a decompressed block lies in a buffer the next block
+ * reuses): a waiter that keeps them past the call copies them. A block that came compressed
+ * comes with its zstd frame too (also lent), which the store may keep instead of the bytes.
  */
 interface Waiter { resolve: (peer: string, bytes: Uint8Array, frame?: Uint8Array) => void, reject: (peer: string, missing: boolean) => void }
 

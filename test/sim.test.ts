@@ -5,7 +5,11 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { simulate, tMinSeconds, type SimConfig } from '../simulations/sim/sim.ts'
+import { pieceSizes, readWireRatios, wireSizes } from '../simulations/sim/pieces.ts'
 
 const base: SimConfig = { clients: 6, upBps: 50e6, downBps: 50e6, imageBytes: 4 * 1024 * 1024, seed: 7 }
 
@@ -40,4 +44,41 @@ test('a slower origin uplink is the bound, and the swarm still finishes', () => 
   assert.equal(r.finished, 6)
   assert.ok(r.tMinS >= (r.imageBytes * 8) / 10e6 - 1e-9)
   assert.ok(r.ratio !== null && r.ratio >= 1)
+})
+
+test('compressed pieces: wire sizes follow the shares, the same pieces and seed, and links carry only wire bytes', () => {
+  const sizes = pieceSizes({ imageBytes: base.imageBytes, seed: 7 })
+  assert.deepEqual(wireSizes(sizes, undefined, 7), sizes)
+  const half = wireSizes(sizes, [0.5], 7)
+  assert.deepEqual(half, sizes.map(s => Math.max(1, Math.round(s / 2))))
+  const shares = [0.2, 0.4, 0.6, 1]
+  const w = wireSizes(sizes, shares, 7)
+  assert.deepEqual(w, wireSizes(sizes, shares, 7))
+  for (let i = 0; i < sizes.length; i++) assert.ok(shares.some(q => w[i] === Math.max(1, Math.round(sizes[i] * q))), `piece ${i}`)
+  assert.throws(() => wireSizes(sizes, [0.5, 1.5], 7), /wire share/)
+
+  const plain = simulate(base)
+  const z = simulate({ ...base, wireShares: [0.5] })
+  assert.equal(z.finished, 6)
+  assert.equal(z.pieces, plain.pieces)
+  // The bound counts image bytes; half of them cross the links, at 95% payload.
+  assert.equal(z.tMinS, plain.tMinS)
+  assert.ok(z.ratio !== null && z.ratio >= 0.5 / 0.95 - 1e-9 && z.ratio < plain.ratio!, `ratio ${z.ratio} against ${plain.ratio}`)
+  // The origin's upload is counted on the wire: every piece at least once, at half its size.
+  assert.ok(z.originUpF >= 0.5 - 1e-9 && z.originUpF < plain.originUpF)
+})
+
+test('the measured wire shares are read and checked', () => {
+  const r = readWireRatios()
+  assert.ok(r.quantiles.length > 0 && r.overall > 0 && r.overall < 1)
+  const dir = mkdtempSync(join(tmpdir(), 'imgmesh-wire-'))
+  try {
+    const bad = join(dir, 'bad.json')
+    writeFileSync(bad, JSON.stringify({ quantiles: [0.3, 0] }))
+    assert.throws(() => readWireRatios(bad), /no quantiles in \(0, 1\]/)
+    writeFileSync(bad, '{"quantiles": "x"}')
+    assert.throws(() => readWireRatios(bad), /no quantiles/)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })

@@ -8,12 +8,15 @@
  *   node simulations/sim/compare.ts results/tb-n10 results/tb-n20 [--cores 2] [--seeds 3]
  *
  * A row within 10% means the model accounts for what the testbed measured; the links-only
- * column is what the same agents would do with one machine each.
+ * column is what the same agents would do with one machine each. A run with wire compression on
+ * (the agent's default; its note says "wire compression off" otherwise) is simulated with the
+ * wire shares of wire-ratios.json, and its CPU cost is per GB on the wire.
  */
 import { readFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig } from './sim.ts'
+import { readWireRatios } from './pieces.ts'
 import { median } from '../bench-transfer.ts'
 
 interface Row {
@@ -28,6 +31,11 @@ interface Row {
 }
 
 interface Results { rows: Row[] }
+
+/** Whether the run's agents compressed blocks on the wire. */
+export function wireCompressed (row: Row): boolean {
+  return !row.notes.some(n => /wire compression off/.test(n))
+}
 
 /** CPU-seconds of all agents from t0 to the last finish, from the testbed's note. */
 export function agentCpuSeconds (row: Row): number | null {
@@ -53,7 +61,7 @@ function main (): void {
     process.stderr.write('usage: node simulations/sim/compare.ts RESULTS_DIR... [--cores 2] [--seeds 3] [--transport imgmesh]\n')
     process.exit(2)
   }
-  const head = ['folder', 'N', 'rate', 'testbed T/T_min', 'CPU s/GB', 'sim (links)', 'sim (links+CPU)', 'difference']
+  const head = ['folder', 'N', 'rate', 'wire', 'testbed T/T_min', 'CPU s/GB', 'sim (links)', 'sim (links+CPU)', 'difference']
   const lines: string[][] = []
   for (const dir of positionals) {
     const file = join(dir, 'results.json')
@@ -62,13 +70,14 @@ function main (): void {
     for (const row of res.rows) {
       if (row.transport !== values.transport || row.status !== 'ok' || row.ratio === null) continue
       const cpu = agentCpuSeconds(row)
-      const perGB = cpu === null ? null : cpu / (row.n * row.imageBytes / 1e9)
-      const base: SimConfig = { clients: row.n, upBps: row.rateBps, downBps: row.rateBps, imageBytes: row.imageBytes, seed: 1 }
+      const wire = wireCompressed(row) ? readWireRatios() : null
+      const perGB = cpu === null ? null : cpu / (row.n * row.imageBytes * (wire?.overall ?? 1) / 1e9)
+      const base: SimConfig = { clients: row.n, upBps: row.rateBps, downBps: row.rateBps, imageBytes: row.imageBytes, seed: 1, wireShares: wire?.quantiles }
       const runs = (extra: Partial<SimConfig>): number => median(Array.from({ length: seeds }, (_, k) => simulate({ ...base, ...extra, seed: k + 1 }).ratio ?? Number.NaN))
       const links = runs({})
       const withCpu = perGB === null ? Number.NaN : runs({ cpuCores: cores, cpuSecondsPerGB: perGB })
       lines.push([
-        dir, String(row.n), `${row.rateBps / 1e6} Mbit/s`, row.ratio.toFixed(3), perGB === null ? '-' : perGB.toFixed(1),
+        dir, String(row.n), `${row.rateBps / 1e6} Mbit/s`, wire === null ? 'plain' : 'zstd', row.ratio.toFixed(3), perGB === null ? '-' : perGB.toFixed(1),
         links.toFixed(3), Number.isNaN(withCpu) ? '-' : withCpu.toFixed(3),
         Number.isNaN(withCpu) ? '-' : `${((withCpu / row.ratio - 1) * 100).toFixed(1)}%`
       ])

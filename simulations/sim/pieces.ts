@@ -5,6 +5,9 @@
  * a geometric spread above it), scaled so the mean is `meanKiB`; the last piece is trimmed so
  * the pieces add up to exactly the image size.
  */
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { rng } from './rng.ts'
 
 export interface PieceSpec {
@@ -39,4 +42,43 @@ export function pieceSizes (spec: PieceSpec): number[] {
     total += size
   }
   return out
+}
+
+/**
+ * Bytes each piece takes on the wire: its size times a share drawn from `shares` (quantiles of
+ * the wire share by bytes, as wire-ratios.json holds them), with a random stream of its own so the
+ * pieces, graph and schedulers draw the same numbers with or without compression. Without shares
+ * every piece travels plain.
+ */
+export function wireSizes (sizes: readonly number[], shares: readonly number[] | undefined, seed: number): number[] {
+  if (shares === undefined || shares.length === 0) return sizes.slice()
+  for (const s of shares) if (!(s > 0 && s <= 1)) throw new Error(`a wire share is in (0, 1], not ${s}`)
+  const r = rng(seed, 0x3171)
+  return sizes.map(size => Math.max(1, Math.round(size * shares[Math.min(shares.length - 1, Math.floor(r() * shares.length))])))
+}
+
+/** What wire-ratios.json holds (written by wire-ratios.ts). */
+export interface WireRatios {
+  /** How it was measured. */
+  source: string
+  imageBytes: number
+  blocks: number
+  /** Wire bytes over block bytes for the whole image. */
+  overall: number
+  /** Share of the bytes in blocks sent plain (compression saved less than 10 %). */
+  plainShare: number
+  /** quantiles[k]: the wire share of the block holding byte (k + 0.5)/n of the image, blocks sorted by share. */
+  quantiles: number[]
+}
+
+/** The wire shares measured on the testbed image (the agent's compression). */
+export const WIRE_RATIOS_FILE = join(dirname(fileURLToPath(import.meta.url)), 'wire-ratios.json')
+
+/** Reads a wire-ratios file; throws if it holds no quantiles in (0, 1]. */
+export function readWireRatios (file: string = WIRE_RATIOS_FILE): WireRatios {
+  const r = JSON.parse(readFileSync(file, 'utf8')) as Partial<WireRatios>
+  const q = r.quantiles
+  if (!Array.isArray(q) || q.length === 0 || !q.every(x => typeof x === 'number' && x > 0 && x <= 1)) throw new Error(`${file} has no quantiles in (0, 1]`)
+  const overall = typeof r.overall === 'number' && r.overall > 0 ? r.overall : q.reduce((a, b) => a + b, 0) / q.length
+  return { source: r.source ?? file, imageBytes: r.imageBytes ?? 0, blocks: r.blocks ?? 0, overall, plainShare: r.plainShare ?? 0, quantiles: q }
 }

@@ -7,8 +7,24 @@
  */
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig, type SimResult } from './sim.ts'
+import { WIRE_RATIOS_FILE, readWireRatios } from './pieces.ts'
 import { DEFAULT_MAX_IN_FLIGHT } from '../../node/fetch/peer-rates.ts'
 import { DEFAULT_PEERS } from '../../node/swarm/peer-keeper.ts'
+
+/** The --wire option: quantiles of the wire share per piece, or undefined for plain blocks. */
+function wireShares (w: string): number[] | undefined {
+  if (w === 'plain') return undefined
+  try {
+    return readWireRatios(w === 'zstd' ? WIRE_RATIOS_FILE : w).quantiles
+  } catch (err) {
+    fail(`--wire ${w}: ${(err as Error).message}`)
+  }
+}
+
+function wireNote (shares: readonly number[] | undefined): string {
+  if (shares === undefined) return 'plain'
+  return `zstd (pieces at ${(100 * shares.reduce((a, b) => a + b, 0) / shares.length).toFixed(1)} % of their bytes on average)`
+}
 
 const USAGE = `usage: node simulations/sim/run.ts [options]
 
@@ -34,6 +50,10 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --super-seed-commit W  sent (the agent: a piece counts as sent once its message is out) or queued (variant)
   --frame-kib KIB        block data per BLOCK message (default 64, block-exchange MESSAGE_BYTES)
   --have-ms MS           HAVE update period (default 100)
+  --wire W              zstd: blocks compressed on the wire as the agent does by default, each piece
+                         at a share of its bytes drawn from wire-ratios.json (measured on the testbed
+                         image by wire-ratios.ts); plain: uncompressed; or a JSON file of that shape
+                         (default zstd). T_min counts the image's bytes either way.
   --efficiency X         payload share of a link (default 0.95; 1 = no header overhead)
   --cpu-cores C          a CPU shared by every node (the testbed's machine): C cores...
   --cpu-s-per-gb S       ...and S CPU-seconds per GB moved (sender and receiver together); default: no CPU limit
@@ -97,6 +117,7 @@ function main (): void {
         'frame-kib': { type: 'string', default: '64' },
         'have-ms': { type: 'string', default: '100' },
         efficiency: { type: 'string', default: '0.95' },
+        wire: { type: 'string', default: 'zstd' },
         'jitter-ms': { type: 'string', default: '0' },
         'step-ms': { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -136,6 +157,7 @@ function main (): void {
     frameBytes: num(v['frame-kib'], 'frame-kib')! * 1024,
     haveMs: num(v['have-ms'], 'have-ms'),
     efficiency: num(v.efficiency, 'efficiency'),
+    wireShares: wireShares(v.wire),
     startJitterMs: num(v['jitter-ms'], 'jitter-ms'),
     stepMs: num(v['step-ms'], 'step-ms')
   }
@@ -143,7 +165,7 @@ function main (): void {
   const results: SimResult[] = []
   if (!v.json) {
     process.stdout.write(`image ${(base.imageBytes / 1048576).toFixed(0)} MiB, links up ${fmtRate(up)} down ${fmtRate(down)}, origin up ${fmtRate(base.originUpBps!)}, ` +
-      `efficiency ${base.efficiency}, rtt ${base.rttMs} ms, maxInFlight ${base.maxInFlight}, super-seed ${base.superSeedPerPeer}/peer, frame ${v['frame-kib']} KiB, seed ${base.seed}\n\n`)
+      `efficiency ${base.efficiency}, rtt ${base.rttMs} ms, maxInFlight ${base.maxInFlight}, super-seed ${base.superSeedPerPeer}/peer, frame ${v['frame-kib']} KiB, seed ${base.seed}, wire ${wireNote(base.wireShares)}\n\n`)
     process.stdout.write(header())
   }
   for (const clients of nodes) {

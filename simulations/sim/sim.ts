@@ -28,7 +28,7 @@ import { DEFAULT_PEERS } from '../../node/swarm/peer-keeper.ts'
 import { Allocator } from './bandwidth.ts'
 import { buildGraph, type Graph } from './graph.ts'
 import { EventQueue } from './heap.ts'
-import { pieceSizes } from './pieces.ts'
+import { pieceSizes, wireSizes } from './pieces.ts'
 import { rng, type Random } from './rng.ts'
 
 export interface SimConfig {
@@ -103,14 +103,23 @@ export interface SimConfig {
   frameBytes?: number
   /** Payload share of link rate (TCP/IP, noise, yamux headers; default 0.95). */
   efficiency?: number
+  /**
+   * Blocks compressed on the wire (the agent's default, node/exchange/zblocks.ts): each piece
+   * travels as this share of its bytes, drawn from these quantiles (wire-ratios.json, measured on
+   * the testbed image) with the run's seed. Batches, messages, links and the origin's upload
+   * count wire bytes; requests per peer follow its rate in block bytes, as the fetcher's
+   * PeerRates does; T_min and duplicates count block bytes. Default: none, every piece plain.
+   */
+  wireShares?: readonly number[]
   /** Request timeout (version-fetcher REQUEST_TIMEOUT_MS, default 20000). */
   requestTimeoutMs?: number
   /** Clients start at a uniform random time in [0, startJitterMs) (default 0: all at once). */
   startJitterMs?: number
   /**
    * A shared CPU (the testbed: every agent on one machine): this many cores for all nodes
-   * together, and CPU-seconds per GB each byte costs its sender and receiver together (noise,
-   * yamux, hash, store, writing the files). When the flows would need more, all slow down alike.
+   * together, and CPU-seconds per GB on the wire each byte costs its sender and receiver together
+   * (noise, yamux, decompressing, hash, store, writing the files). When the flows would need more,
+   * all slow down alike.
    * Default: no CPU limit (a real cluster, one machine per node).
    */
   cpuCores?: number
@@ -284,6 +293,8 @@ class Simulation {
   private readonly cfg: SimConfig
   private readonly n: number
   private readonly sizes: number[]
+  /** Bytes each piece takes on the wire (= sizes without compression). */
+  private readonly wire: number[]
   private readonly pieces: number
   private readonly imageBytes: number
   private readonly g: Graph
@@ -373,6 +384,7 @@ class Simulation {
     this.sizes = cfg.pieces ?? pieceSizes({ imageBytes: cfg.imageBytes, seed: cfg.seed })
     this.pieces = this.sizes.length
     this.imageBytes = this.sizes.reduce((a, b) => a + b, 0)
+    this.wire = wireSizes(this.sizes, cfg.wireShares, cfg.seed)
     const k = cfg.neighbours ?? DEFAULT_PEERS
     this.g = buildGraph(cfg.clients, k, cfg.originNeighbours ?? k, rng(cfg.seed, 2))
     this.edgeId = Array.from({ length: this.g.adj.length }, (_, e) => String(e))
@@ -851,7 +863,7 @@ class Simulation {
       if (fromOrigin && !this.ss.allowed(peer, i)) { (missing ??= []).push(i); continue }
       batch.push(i)
       batchT.push(rt)
-      bytes += this.sizes[i]
+      bytes += this.wire[i]
     }
     if (st.qh > 256 && st.qh * 2 > st.q.length) {
       st.q = st.q.slice(st.qh)
@@ -873,7 +885,7 @@ class Simulation {
     const ends: number[] = []
     let size = 0
     for (let k = 0; k < batch.length; k++) {
-      const add = this.sizes[batch[k]]
+      const add = this.wire[batch[k]]
       if (k > 0 && size + add > this.frameBytes + 64 * 1024) { ends.push(k); size = 0 }
       size += add
     }
@@ -887,7 +899,7 @@ class Simulation {
   private transmit (st: Stream, t: number): void {
     const from = st.msg === 0 ? 0 : st.msgEnds[st.msg - 1]
     let bytes = 0
-    for (let k = from; k < st.msgEnds[st.msg]; k++) bytes += this.sizes[st.batch[k]]
+    for (let k = from; k < st.msgEnds[st.msg]; k++) bytes += this.wire[st.batch[k]]
     if (!st.active) {
       st.active = true
       st.slot = this.act.length
@@ -927,7 +939,7 @@ class Simulation {
     const to = st.msgEnds[st.msg]
     const list = st.batch.slice(from, to)
     let bytes = 0
-    for (const i of list) bytes += this.sizes[i]
+    for (const i of list) bytes += this.wire[i]
     this.upBytes[st.server] += bytes
     if (st.server === 0) {
       if (this.superSeedDone === null) this.originSeedUp += bytes

@@ -71,6 +71,7 @@ export class VersionFetcher implements BlockGetter {
   private sizes: number[] = []
   private readonly asked = new Set<string>()
   private readonly pieceWaiters = new Map<number, Array<{ arrived: (b: Uint8Array) => void, failed: (e: Error) => void }>>()
+  private readonly arrivalListeners = new Set<(cid: CID) => void>()
   private readonly requestedAt = new Map<string, number>()
   private readonly cleanups: Array<() => void> = []
   private timer: NodeJS.Timeout | undefined
@@ -456,6 +457,7 @@ export class VersionFetcher implements BlockGetter {
     this.rates?.delivered(peer, bytes.length, this.lastProgress)
     for (const w of this.pieceWaiters.get(i) ?? []) w.arrived(bytes)
     this.pieceWaiters.delete(i)
+    for (const l of this.arrivalListeners) l(offer.pieces[i])
     if (s.done) { this.complete(); return }
     this.pump(peer)
     for (const o of others) this.pump(o)
@@ -545,6 +547,18 @@ export class VersionFetcher implements BlockGetter {
     if (i === undefined || this.scheduler === null || this.scheduler.have.has(i) || this.failure !== null) return false
     this.waitFor(i, { arrived, failed })
     return true
+  }
+
+  /** BlockGetter for deploy: whether a chunk is here (arrived, or not part of this fetch). */
+  isHere (cid: CID): boolean {
+    const i = this.offer?.index.get(cid.toString())
+    return i === undefined || this.scheduler === null || this.scheduler.have.has(i)
+  }
+
+  /** BlockGetter for deploy: `listener` hears of every piece from the moment it is stored and cached. */
+  onArrival (listener: (cid: CID) => void): () => void {
+    this.arrivalListeners.add(listener)
+    return () => { this.arrivalListeners.delete(listener) }
   }
 
   /** BlockGetter for deploy: a chunk of this version that arrived and is still in the block cache, lent without a copy. */

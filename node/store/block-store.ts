@@ -48,11 +48,17 @@ export interface BlockGetter {
    * otherwise (use get()). Saves the copy get() makes. Absent: always get().
    */
   lend?: (cid: CID, use: (bytes: Uint8Array) => void) => boolean
+  /** Whether a block is here now (get() answers without waiting for a fetch). Absent: every block is here. */
+  isHere?: (cid: CID) => boolean
+  /**
+   * Calls `listener` with each block a fetch brings, once it is verified and can be read (lent,
+   * or by get()), until the returned function is called. Absent: nothing is coming.
+   */
+  onArrival?: (listener: (cid: CID) => void) => () => void
 }
 
 export interface PutResult { cid: CID, added: boolean }
 
-/** Where a block's bytes are: for repair tools and tests. */
 /** Where a block's bytes are (with zstd: its zstd frame): for repair tools and tests. */
 export interface BlockLocation { path: string, offset: number, length: number, zstd: boolean }
 

@@ -16,19 +16,20 @@ import { entriesEqual, sameContent, type TreeEntry } from '../../protocols/tree.
 import { entryTypeOf, mtimeOf, readXattrs, splitDev, xattrsEqual, joinPath, showPath } from '../tree/entry-metadata.ts'
 import { readTargetState, writeTargetState, type DeployedVersion, type TargetState } from './target-state.ts'
 import { applyAttributes, ensureDirectory, isTmpName, removePath, writeError, writeHardlink, writeRegularFile, writeSpecial, type WriterContext } from './file-writer.ts'
-import { runLimited } from '../image/capture.ts'
+import { runFileTasks, type FileTask } from './file-queue.ts'
 import { deployBlock } from './block-deploy.ts'
 import { ImgmeshError, isErrno } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('deploy')
 /**
- * Files written at once. Fed by a fetch, a file whose chunks have not all arrived holds its place
- * while the pieces come in rarest-first order, that is in no order the tree knows: with 8 places
- * the writer fell more than the block cache (16 MiB) behind what had arrived, and a third to
- * three quarters of the chunks were read back from the store and hashed again (testbed, N=10,
- * block cache misses 270–748 per client); with 32 it writes most chunks as they arrive (0–52
- * misses) or from the cache.
+ * Files written at once in tree order. Fed by a fetch, a file whose chunks have not all arrived
+ * holds its place while the pieces come in rarest-first order, that is in no order the tree
+ * knows: with 8 places the writer fell more than the block cache (16 MiB) behind what had
+ * arrived, and a third to three quarters of the chunks were read back from the store and hashed
+ * again (testbed, N=10, block cache misses 270–748 per client); with 32 it writes most chunks as
+ * they arrive (0–52 misses) or from the cache. One more writer takes files completed out of
+ * order (file-queue.ts).
  */
 const FILE_CONCURRENCY = 32
 /**
@@ -38,6 +39,13 @@ const FILE_CONCURRENCY = 32
  * (ms), so an agent deploying still serves its peers.
  */
 const YIELD_EVERY_MS = 10
+
+/** The chunks a regular file's content is made of (none for inline content or holes). */
+function chunksOf (entry: TreeEntry): CID[] {
+  const out: CID[] = []
+  for (const s of entry.segments ?? []) if (s.cid !== undefined) out.push(s.cid)
+  return out
+}
 
 function lstatOrNull (path: Buffer): Stats | null {
   try { return lstatSync(path) } catch { return null }
@@ -95,7 +103,7 @@ class Deployment {
   readonly deleting: boolean
   readonly ctx: WriterContext
   readonly result: DeployResult
-  readonly tasks: Array<() => Promise<void>> = []
+  readonly tasks: FileTask[] = []
   readonly links: PendingLink[] = []
   readonly dirs: Array<{ abs: Buffer, rel: Buffer, entry: TreeEntry }> = []
   readonly written = new Set<string>()
@@ -215,7 +223,7 @@ class Deployment {
         this.written.add(childRel.toString('latin1'))
         this.record(kind, childRel, 'file', entry.size ?? 0)
         this.totalBytes += entry.size ?? 0
-        if (!this.dryRun) this.tasks.push(async () => { await this.writeFile(abs, childAbs, childRel, entry) })
+        if (!this.dryRun) this.tasks.push({ run: async () => { await this.writeFile(abs, childAbs, childRel, entry) }, chunks: chunksOf(entry) })
       } else {
         this.record(kind, childRel, entry.type)
         if (!this.dryRun) await writeSpecial(this.ctx, abs, childAbs, childRel, entry)
@@ -429,7 +437,7 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
 
   const targetExists = result.dryRun ? (await lstat(realTarget).catch(() => null)) !== null : true
   await run.syncDir(tree, oldTree ?? undefined, Buffer.from(realTarget), Buffer.alloc(0), targetExists)
-  await runLimited(run.tasks, FILE_CONCURRENCY)
+  await runFileTasks(run.tasks, FILE_CONCURRENCY, blocks)
   if (oldTree !== undefined) run.addSkippedLinks(tree)
   await run.finishLinks()
   await run.finishDirs()

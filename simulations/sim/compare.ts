@@ -16,7 +16,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig } from './sim.ts'
-import { readWireRatios } from './pieces.ts'
+import { readWireRatios, type WireRatios } from './pieces.ts'
 import { median } from '../bench-transfer.ts'
 
 interface Row {
@@ -63,6 +63,7 @@ function main (): void {
   }
   const head = ['folder', 'N', 'rate', 'wire', 'testbed T/T_min', 'CPU s/GB', 'sim (links)', 'sim (links+CPU)', 'difference']
   const lines: string[][] = []
+  let measured: WireRatios | undefined
   for (const dir of positionals) {
     const file = join(dir, 'results.json')
     if (!existsSync(file)) { process.stderr.write(`compare: no ${file}\n`); continue }
@@ -70,7 +71,7 @@ function main (): void {
     for (const row of res.rows) {
       if (row.transport !== values.transport || row.status !== 'ok' || row.ratio === null) continue
       const cpu = agentCpuSeconds(row)
-      const wire = wireCompressed(row) ? readWireRatios() : null
+      const wire = wireCompressed(row) ? (measured ??= readWireRatios()) : null
       const perGB = cpu === null ? null : cpu / (row.n * row.imageBytes * (wire?.overall ?? 1) / 1e9)
       const base: SimConfig = { clients: row.n, upBps: row.rateBps, downBps: row.rateBps, imageBytes: row.imageBytes, seed: 1, wireShares: wire?.quantiles }
       const runs = (extra: Partial<SimConfig>): number => median(Array.from({ length: seeds }, (_, k) => simulate({ ...base, ...extra, seed: k + 1 }).ratio ?? Number.NaN))

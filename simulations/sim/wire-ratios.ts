@@ -11,12 +11,12 @@
  * in which case the block travels plain). The file holds the wire bytes of every block as a
  * share of its size, as 256 quantiles weighted by bytes, plus the image's overall share.
  */
-import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, readdirSync, lstatSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { chunkBytes } from '../../node/chunk/chunker.ts'
+import { sha256 } from '../../node/store/cid.ts'
 import { compressBlock } from '../../node/exchange/zblocks.ts'
 import { prepareImage } from '../testbed/image.ts'
 import { WIRE_RATIOS_FILE, type WireRatios } from './pieces.ts'
@@ -37,7 +37,7 @@ export async function measureWireRatios (dir: string, source: string): Promise<W
   const blocks: Array<{ size: number, wire: number }> = []
   for (const file of regularFiles(dir)) {
     for (const chunk of chunkBytes(readFileSync(file))) {
-      const key = createHash('sha256').update(chunk).digest('hex')
+      const key = Buffer.from(sha256(chunk)).toString('hex')
       if (seen.has(key)) continue
       seen.add(key)
       const z = await compressBlock(chunk)

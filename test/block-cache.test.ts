@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import fc from 'fast-check'
 import { BlockCache } from '../node/exchange/block-cache.ts'
 
@@ -124,4 +125,26 @@ test('lend hands the held bytes to the call without a copy and counts a hit; a m
   e.put('w', content('w', 0, 300))
   assert.equal(e.has('x'), false)
   assert.equal(e.has('y'), true)
+})
+
+/** Whether the kernel hands out transparent huge pages to a region that asks (`[always]` or `[madvise]`). */
+function hugePagesOffered (): boolean {
+  try {
+    return /\[(always|madvise)\]/.test(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+test('filling a fresh arena takes one page fault per 2 MiB, not per 4 KiB, where huge pages are offered', { skip: !hugePagesOffered() && 'no transparent huge pages here' }, () => {
+  const budget = 32 * 1024 * 1024
+  const block = content('z', 1, 64 * 1024)
+  const c = new BlockCache(budget)
+  const before = process.resourceUsage().minorPageFault
+  for (let i = 0; i < budget / block.length; i++) c.put(`k${i}`, block)
+  const faults = process.resourceUsage().minorPageFault - before
+  assert.equal(c.bytes, budget)
+  // 4 KiB pages would take 8,192 faults; the unaligned head and tail of the arena, under 4 MiB, take up to 1,024
+  assert.ok(faults < 2048, `${faults} page faults filling a 32 MiB arena`)
+  assert.deepEqual(c.get('k7'), block)
 })

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import fc from 'fast-check'
 import { BlockCache } from '../node/exchange/block-cache.ts'
+import { nativeHeap } from '../node/native/heap.ts'
 
 /** The bytes a key holds in its n-th version: distinct for every (key, n, length). */
 function content (key: string, n: number, length: number): Uint8Array {
@@ -147,4 +148,11 @@ test('filling a fresh arena takes one page fault per 2 MiB, not per 4 KiB, where
   // 4 KiB pages would take 8,192 faults; the unaligned head and tail of the arena, under 4 MiB, take up to 1,024
   assert.ok(faults < 2048, `${faults} page faults filling a 32 MiB arena`)
   assert.deepEqual(c.get('k7'), block)
+})
+
+test('huge pages are asked for a Uint8Array only', () => {
+  assert.throws(() => nativeHeap.hugePages(new Uint16Array(8) as unknown as Uint8Array), /hugePages/)
+  assert.throws(() => nativeHeap.hugePages({} as unknown as Uint8Array), /hugePages/)
+  // smaller than one aligned 2 MiB page: nothing to ask for
+  assert.equal(nativeHeap.hugePages(new Uint8Array(4096)), false)
 })

@@ -8,8 +8,7 @@ import assert from 'node:assert/strict'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import { PerformanceObserver, constants, type PerformanceEntry } from 'node:perf_hooks'
-import { KEEP_FREED_BYTES, MemoryTrim, rssMiB } from '../node/agent/memory-trim.ts'
-import { nativeHeap } from '../node/native/heap.ts'
+import { MemoryTrim, rssMiB } from '../node/agent/memory-trim.ts'
 
 test('trims once after quietMs without activity, not while busy, again after new work', () => {
   let activity = 0
@@ -86,15 +85,4 @@ test('a trim gives the C heap\'s free pages back to the kernel', () => {
   const after = rssMiB()
   assert.equal(kept.length, 313)
   assert.ok(after < before - 80, `RSS ${before.toFixed(0)} → ${after.toFixed(0)} MiB`)
-})
-
-test('the C heap settings take a byte count and refuse anything else; huge pages are asked for a Uint8Array only', () => {
-  const report = process.report.getReport() as { header: { glibcVersionRuntime?: string } }
-  assert.equal(nativeHeap.keepFreed(KEEP_FREED_BYTES), report.header.glibcVersionRuntime !== undefined)
-  assert.throws(() => nativeHeap.keepFreed(-1), /keepFreed/)
-  assert.throws(() => nativeHeap.keepFreed(2 ** 40), /keepFreed/)
-  assert.throws(() => nativeHeap.hugePages(new Uint16Array(8) as unknown as Uint8Array), /hugePages/)
-  assert.throws(() => nativeHeap.hugePages({} as unknown as Uint8Array), /hugePages/)
-  // smaller than one aligned 2 MiB page: nothing to ask for
-  assert.equal(nativeHeap.hugePages(new Uint8Array(4096)), false)
 })

@@ -7,8 +7,7 @@
  * received, and with fetches started) is compared with the last reading; a running deploy counts
  * as activity. After a change, once it has stayed still for `quietMs`, the trim runs once: the
  * caches are released, then the C heap's free pages go back to the kernel (malloc_trim). Start-up
- * counts as activity, so a freshly started agent trims once after `quietMs`. While it works, the
- * C heap keeps up to KEEP_FREED_BYTES of freed memory for reuse instead of unmapping it at once.
+ * counts as activity, so a freshly started agent trims once after `quietMs`.
  *
  * The trim does not force a garbage collection. One did (a memory-reducing full collection, which
  * took an idle agent from about 170 to 117 MiB RSS where the trim alone reaches about 157), but
@@ -22,15 +21,6 @@ import { createLogger } from '../logger.ts'
 import { nativeHeap } from '../native/heap.ts'
 
 const log = createLogger('memory')
-
-/**
- * Freed C-heap memory kept for reuse while the agent works. glibc gives the top of its heap back
- * to the kernel once 128 KiB of it is free and maps buffers of 128 KiB and more afresh each time;
- * while blocks move (cipher output, socket reads, decompressed blocks) that was one page fault
- * and one zeroed page per 4 KiB, over and over. Below the block caches' arenas (16 MiB and more),
- * which keep their own mappings and are unmapped when released.
- */
-export const KEEP_FREED_BYTES = 8 * 1024 * 1024
 
 /** Resident set size of this process in MiB (Linux), NaN elsewhere. */
 export function rssMiB (): number {
@@ -69,7 +59,6 @@ export class MemoryTrim {
 
   start (): void {
     if (this.timer !== undefined) return
-    nativeHeap.keepFreed(KEEP_FREED_BYTES)
     this.timer = setInterval(() => { this.tick() }, this.opts.intervalMs ?? 5000)
     this.timer.unref()
   }

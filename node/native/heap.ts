@@ -4,12 +4,6 @@ import { createRequire } from 'node:module'
 export interface NativeHeap {
   /** malloc_trim(0): true if memory was returned (always false where the C library has no trim). */
   trim: () => boolean
-  /**
-   * Lets up to `bytes` of freed memory stay in the C heap instead of going back to the kernel at
-   * once, and serves allocations below `bytes` from the heap; false where the C library has no
-   * such settings. trim() still returns it.
-   */
-  keepFreed: (bytes: number) => boolean
   /** Asks for huge pages under the 2 MiB-aligned part of `buf`; false where none is offered. */
   hugePages: (buf: Uint8Array) => boolean
 }

@@ -7,23 +7,23 @@
  */
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig, type SimResult } from './sim.ts'
-import { WIRE_RATIOS_FILE, readWireRatios } from './pieces.ts'
+import { WIRE_RATIOS_FILE, readWireRatios, type WireRatios } from './pieces.ts'
 import { DEFAULT_MAX_IN_FLIGHT } from '../../node/fetch/peer-rates.ts'
 import { DEFAULT_PEERS } from '../../node/swarm/peer-keeper.ts'
 
-/** The --wire option: quantiles of the wire share per piece, or undefined for plain blocks. */
-function wireShares (w: string): number[] | undefined {
+/** The --wire option: the measured wire shares, or undefined for plain blocks. */
+function wireRatios (w: string): WireRatios | undefined {
   if (w === 'plain') return undefined
   try {
-    return readWireRatios(w === 'zstd' ? WIRE_RATIOS_FILE : w).quantiles
+    return readWireRatios(w === 'zstd' ? WIRE_RATIOS_FILE : w)
   } catch (err) {
     fail(`--wire ${w}: ${(err as Error).message}`)
   }
 }
 
-function wireNote (shares: readonly number[] | undefined): string {
-  if (shares === undefined) return 'plain'
-  return `zstd (pieces at ${(100 * shares.reduce((a, b) => a + b, 0) / shares.length).toFixed(1)} % of their bytes on average)`
+function wireNote (ratios: WireRatios | undefined): string {
+  if (ratios === undefined) return 'plain'
+  return `zstd (pieces at ${(100 * ratios.overall).toFixed(1)} % of their bytes on average)`
 }
 
 const USAGE = `usage: node simulations/sim/run.ts [options]
@@ -134,6 +134,7 @@ function main (): void {
   if (nodes.some(n => !Number.isInteger(n) || n < 1)) fail('--nodes wants positive integers')
   const up = rate(v.up ?? v.rate)
   const down = rate(v.down ?? v.rate)
+  const wire = wireRatios(v.wire)
   const base: Omit<SimConfig, 'clients'> = {
     upBps: up,
     downBps: down,
@@ -157,7 +158,7 @@ function main (): void {
     frameBytes: num(v['frame-kib'], 'frame-kib')! * 1024,
     haveMs: num(v['have-ms'], 'have-ms'),
     efficiency: num(v.efficiency, 'efficiency'),
-    wireShares: wireShares(v.wire),
+    wireShares: wire?.quantiles,
     startJitterMs: num(v['jitter-ms'], 'jitter-ms'),
     stepMs: num(v['step-ms'], 'step-ms')
   }
@@ -165,7 +166,7 @@ function main (): void {
   const results: SimResult[] = []
   if (!v.json) {
     process.stdout.write(`image ${(base.imageBytes / 1048576).toFixed(0)} MiB, links up ${fmtRate(up)} down ${fmtRate(down)}, origin up ${fmtRate(base.originUpBps!)}, ` +
-      `efficiency ${base.efficiency}, rtt ${base.rttMs} ms, maxInFlight ${base.maxInFlight}, super-seed ${base.superSeedPerPeer}/peer, frame ${v['frame-kib']} KiB, seed ${base.seed}, wire ${wireNote(base.wireShares)}\n\n`)
+      `efficiency ${base.efficiency}, rtt ${base.rttMs} ms, maxInFlight ${base.maxInFlight}, super-seed ${base.superSeedPerPeer}/peer, frame ${v['frame-kib']} KiB, seed ${base.seed}, wire ${wireNote(wire)}\n\n`)
     process.stdout.write(header())
   }
   for (const clients of nodes) {

@@ -40,9 +40,9 @@ static napi_value huge_pages(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_typedarray_type type;
-  size_t length = 0, offset = 0;
+  size_t length = 0;
   void *data = NULL;
-  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, &offset) != napi_ok ||
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
       type != napi_uint8_array) {
     napi_throw_type_error(env, "EBADARG", "hugePages: expected a Uint8Array");
     return NULL;

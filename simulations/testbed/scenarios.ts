@@ -10,10 +10,11 @@
  *            bytes D (`imgmesh diff v1 v2`), the time until every client runs v2 against
  *            T_min(D) = D / rate, and the same change by rsync (daemon on h0 serving v2, every
  *            client holding a copy of v1, `rsync -aHAX --numeric-ids --delete` at once).
- *   faults   Every client deploys at once, as the imgmesh transport does; once the clients that
- *            will survive hold one full copy between them (the union of their piece bitfields),
- *            KILL % of the clients and h0 are killed (SIGKILL). Every survivor must finish, and
- *            every survivor's copy must verify.
+ *   faults   Every client deploys at once, as the imgmesh transport does; once the clients hold
+ *            one full copy between them (the union of their piece bitfields), h0 and KILL % of
+ *            the clients are killed (SIGKILL): the clients holding the most pieces whose loss
+ *            still leaves a full copy among the others. Every survivor must finish, and every
+ *            survivor's copy must verify.
  *
  *   node simulations/testbed/scenarios.ts updates|faults|all --clients 10[,20] --rate 50mbit \
  *        --image-mb 64 [--opt imgmesh.compress=zstd] [--change 5] [--kill 30] [--work DIR] [--out DIR]
@@ -33,6 +34,7 @@ import { prepareImage } from './image.ts'
 import type { PreparedImage } from './image.ts'
 import { parseSamples } from './sampler.ts'
 import { verifyCopy } from './verify.ts'
+import { chooseVictims, countBits } from './victims.ts'
 import { mulberry32 } from '../sim/rng.ts'
 import { newOutcomes, waitListening } from './transports/common.ts'
 import { CLI, IMAGE, monotonicWindow, schedstat, startSwarm, type AgentHandle } from './transports/imgmesh.ts'
@@ -402,55 +404,57 @@ async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, wo
   notes.push(...swarm.notes)
   const { h0, agents } = swarm
   const nv = Math.max(1, Math.round(n * o.kill / 100))
+  // The victims are chosen at the kill, not before: the clients holding the most pieces whose
+  // loss still leaves one full copy among the others (see chooseVictims).
   const victims = new Set<number>()
-  for (let k = 0; k < nv; k++) victims.add(Math.min(n - 1, Math.floor((k + 0.5) * n / nv)))
-  const survivors = agents.filter((_a, i) => !victims.has(i))
   const outcomes = newOutcomes(ctx)
-  // A control connection to an agent killed mid-answer is not always ended (ControlClient waits
-  // for 'end'): the victims' deploys are not waited for.
-  let killed: () => void = () => {}
-  const killedP = new Promise<void>(resolve => { killed = resolve })
   const t0 = Date.now()
-  const deploys = agents.map(async (a, i) => {
+  // A control connection to an agent killed mid-answer is not always ended (ControlClient waits
+  // for 'end'): only the survivors' deploys are waited for, after the kill.
+  const calls = agents.map(async (a, i) => {
     try {
-      const call = a.client.call('deploy', { spec: IMAGE, target: ctx.targets[i], excludes: [], dryRun: false, delete: true })
-      if (victims.has(i)) { call.catch(() => {}); await Promise.race([call, killedP]); return }
-      await call
+      await a.client.call('deploy', { spec: IMAGE, target: ctx.targets[i], excludes: [], dryRun: false, delete: true })
       outcomes[i].finishedAt = Date.now()
     } catch (err) {
       outcomes[i].error = (err as Error).message
     }
   })
-  // Once the survivors hold a full copy between them, kill the victims and h0.
+  // Once the clients hold one full copy between them, kill h0 and the victims.
   let killAt: number | null = null
-  // Polled every 50 ms, all survivors at once: the copy is complete only shortly before the
-  // first survivors finish, and a kill after they finished would test nothing.
+  let heldAtKill: number[] = []
+  // Polled every 50 ms, all clients at once: on a loaded machine the clients' union is complete
+  // only some seconds into the deploy, and a kill after the survivors finished would test nothing.
+  const pollMs: number[] = []
   for (let k = 0; k < 400_000 && Date.now() < deadline && killAt === null; k++) {
     await new Promise(resolve => setTimeout(resolve, 50))
-    let union: Uint8Array | null = null
-    let pieces = 0
-    const maps = await Promise.all(survivors.map(async (a) => {
+    const asked = Date.now()
+    const maps = await Promise.all(agents.map(async (a) => {
       try { return (await a.client.call<DeployStatus>('status')).deploys[0] } catch { return undefined }
     }))
-    for (const d of maps) {
-      if (d?.bitmap === undefined) continue
-      const b = Buffer.from(d.bitmap, 'base64')
-      pieces = d.pieces
-      if (union === null) union = new Uint8Array(b.length)
-      for (let j = 0; j < b.length && j < union.length; j++) union[j] |= b[j]
-    }
-    if (union === null || pieces === 0) continue
-    let have = 0
-    for (let j = 0; j < pieces; j++) if ((union[j >> 3] & (0x80 >> (j & 7))) !== 0) have++
-    if (have < pieces) continue
+    pollMs.push(Date.now() - asked)
+    const pieces = maps.find(d => d?.bitmap !== undefined)?.pieces ?? 0
+    if (pieces === 0) continue
+    const held = maps.map(d => d?.bitmap === undefined ? new Uint8Array(0) : new Uint8Array(Buffer.from(d.bitmap, 'base64')))
+    const chosen = chooseVictims(held, pieces, nv)
+    if (chosen === null) continue
     killAt = Date.now()
+    for (const i of chosen) victims.add(i)
+    heldAtKill = held.map(b => countBits(b, pieces) / pieces)
     for (const v of [h0, ...agents.filter((_a, i) => victims.has(i))]) {
       try { process.kill(v.proc.pid, 'SIGKILL') } catch {}
     }
-    killed()
-    log(`N=${n} faults: survivors hold every piece at ${((killAt - t0) / 1000).toFixed(2)} s: killed h0 and ${[...victims].map(i => tb.clients[i].name).join(' ')}`)
+    log(`N=${n} faults: the clients hold every piece at ${((killAt - t0) / 1000).toFixed(2)} s: killed h0 and ${[...victims].map(i => tb.clients[i].name).join(' ')}`)
   }
-  if (killAt === null) killed()
+  const survivors = agents.filter((_a, i) => !victims.has(i))
+  // How stale the kill's view can be: a poll waits for the slowest agent's answer.
+  pollMs.sort((a, b) => a - b)
+  notes.push(`${pollMs.length} polls of every client's pieces, each answered in ${pollMs[Math.floor(pollMs.length / 2)] ?? 0} ms (median), ${pollMs[pollMs.length - 1] ?? 0} ms at most`)
+  if (killAt !== null) {
+    const held = heldAtKill.filter((_h, i) => !victims.has(i))
+    const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)
+    notes.push(`at the kill the survivors held ${(avg(held) * 100).toFixed(0)} % of the pieces on average (${(Math.min(...held) * 100).toFixed(0)}–${(Math.max(...held) * 100).toFixed(0)} %), the victims ${(avg(heldAtKill.filter((_h, i) => victims.has(i))) * 100).toFixed(0)} %`)
+  }
+  const deploys = calls.filter((_c, i) => !victims.has(i))
   await Promise.all(deploys)
   await ctx.stopAll()
   void procs

@@ -158,7 +158,8 @@ test('a sparse disk image is captured without its zeros and deployed byte-identi
   const d2 = await deployBlock(store, await store.resolve('disk@2'), { target: out })
   assert.equal(d2.mode, 'diff')
   assert.equal(d2.bytesWritten, dry.bytesWritten)
-  assert.ok(d2.bytesWritten >= 3 * MiB && d2.bytesWritten <= v2.newBytes, `v2 deploy wrote ${d2.bytesWritten} bytes`)
+  // The new chunks only (newBytes is what the store grew by: the neighbours' chunks compress).
+  assert.ok(d2.bytesWritten >= 3 * MiB && d2.bytesWritten <= 3 * MiB + 4 * 256 * 1024, `v2 deploy wrote ${d2.bytesWritten} bytes`)
   assert.ok(d2.bytesZeroed >= MiB && d2.bytesZeroed <= MiB + 512 * 1024, `zeroed ${d2.bytesZeroed}`)
   assert.equal(d2.bytesCompared, 0)
   assert.ok(d2.segmentsSkipped > 0)

@@ -10,6 +10,8 @@ import { imgmesh, imgmeshJson } from './support/cli.ts'
 import { rsyncDifferences, allocatedBytes } from './support/tree-check.ts'
 import { debianRoot, isRoot, ensureTool } from './support/debian-root.ts'
 import { nativeFs } from '../node/native/fsx.ts'
+import { ImageStore } from '../node/image/image-store.ts'
+import { randomBytes } from 'node:crypto'
 
 let work: string
 before(async () => { work = await mkdtemp(join(tmpdir(), 'imgmesh-rt-')) })
@@ -61,6 +63,36 @@ test('second capture of an unchanged tree stores nothing and rehashes nothing', 
   assert.equal(cap.version, 1)
   assert.equal(cap.newBytes, 0)
   assert.equal(cap.hashedFiles, 0)
+})
+
+test('capture keeps compressible chunks as zstd frames, --no-compress keeps them plain; both deploy exactly', async () => {
+  const src = join(work, 'frames-src')
+  await mkdir(src, { recursive: true })
+  const text = Buffer.from(Array.from({ length: 40_000 }, (_x, i) => `line ${i} of a configuration file\n`).join(''))
+  const noise = randomBytes(600_000)
+  await writeFile(join(src, 'text.conf'), text)
+  await writeFile(join(src, 'noise.bin'), noise)
+  for (const [flag, data] of [[[], join(work, 'data-z')], [['--no-compress'], join(work, 'data-plain')]] as const) {
+    const cap = await imgmeshJson<CaptureJson>(['capture', src, '--image', 'f', '--no-default-excludes', '--data-dir', data, ...flag])
+    const store = await ImageStore.open(data)
+    const tree = await store.loadTree((await store.resolve('f')).version.body.tree)
+    const kinds = (name: string): boolean[] => {
+      const e = tree.entries.find(x => Buffer.from(x.name).toString() === name)
+      assert.ok(e?.segments !== undefined && e.segments.length > 0, name)
+      // A file's last chunk may be too short to be worth a frame.
+      return e.segments.filter(g => g.cid !== undefined && g.length >= 4096).map(g => store.blocks.locate(g.cid!)!.zstd)
+    }
+    const compressed = flag.length === 0
+    // Text shrinks far more than a tenth; random bytes do not shrink and stay plain either way.
+    assert.ok(kinds('text.conf').every(z => z === compressed), `text chunks zstd: ${String(kinds('text.conf'))}`)
+    assert.ok(kinds('noise.bin').every(z => !z), 'random chunks are kept plain')
+    if (compressed) assert.ok(cap.newBytes < noise.length + text.length / 4, `store grew ${cap.newBytes} bytes`)
+    else assert.ok(cap.newBytes >= noise.length + text.length, `store grew ${cap.newBytes} bytes`)
+    const dst = join(work, `frames-dst-${compressed ? 'z' : 'plain'}`)
+    await imgmeshJson<DeployJson>(['deploy', 'f', dst, '--data-dir', data])
+    assert.deepEqual(rsyncDifferences(src, dst), [])
+    store.blocks.close()
+  }
 })
 
 test('verify reports tampering', async () => {

@@ -34,6 +34,7 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('default-excludes', { type: 'boolean', default: true, describe: `leave out what a live root should not carry (--no-default-excludes for image trees): ${DEFAULT_CAPTURE_EXCLUDES.join(' ')}` })
       .option('message', { alias: 'm', type: 'string', default: '', describe: 'description of the version' })
       .option('allow-empty', { type: 'boolean', default: false, describe: 'create a version even if nothing changed' })
+      .option('compress', { type: 'boolean', default: true, describe: 'keep new chunks zstd-compressed in the store where that saves a tenth; the agent sends them as stored (--no-compress: faster capture, larger store)' })
       .option('publish', { type: 'boolean', default: true, describe: 'announce the new version through the running agent (--no-publish to keep it local)' }),
     async (a) => {
       const store = await ImageStore.open(a.dataDir)
@@ -45,7 +46,7 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       let bytes = 0
       if (a.src === undefined && a.block === undefined) throw new ImgmeshError('EBADARG', 'capture needs SRC (a directory) or --block DEVICE_OR_FILE')
       const r = a.block !== undefined
-        ? await captureBlock(store, { device: a.block, image: a.image, message: a.message, allowEmpty: a.allowEmpty, onProgress: (p) => { progress.update(`capturing ${p.path} ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}`) } })
+        ? await captureBlock(store, { device: a.block, image: a.image, message: a.message, allowEmpty: a.allowEmpty, compress: a.compress, onProgress: (p) => { progress.update(`capturing ${p.path} ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}`) } })
         : await capture(store, {
         source: a.src ?? '',
         image: a.image,
@@ -53,6 +54,7 @@ export function imageCommands (y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         defaultExcludes: a.defaultExcludes,
         message: a.message,
         allowEmpty: a.allowEmpty,
+        compress: a.compress,
         onProgress: (p) => { files++; bytes += p.bytes; progress.update(`capturing ${files} files, ${formatBytes(bytes)}  ${p.path}`) }
       })
       progress.done()

@@ -30,7 +30,7 @@ import { CID } from 'multiformats/cid'
 import type { MessageStream } from '@libp2p/interface'
 import { Cursor, protocolError, readFrames, varintLength, writeVarint } from '../../protocols/blocks/frame.ts'
 import { nativeZstd } from '../native/zstd.ts'
-import { ZstdFrameError, frameContentSize, inflateFrame } from '../store/zstd-frame.ts'
+import { BLOCK_LEVEL, CAN_DEFLATE, ZstdFrameError, MIN_COMPRESS, deflateBlock, frameContentSize, inflateFrame, worthFraming } from '../store/zstd-frame.ts'
 import { MAX_BLOCK_SIZE, MAX_CID_LENGTH, MAX_FRAME_SIZE, MAX_LIST_LENGTH, MAX_REQUEST_ID, decodeMessage, type BlocksMessage } from '../../protocols/blocks/messages.ts'
 
 export { frameContentSize }
@@ -39,9 +39,6 @@ export const BLOCKS_PROTOCOL_Z = '/imgmesh/blocks/1.1.0'
 /** Whether this Node can compress blocks at all (its zlib has zstd from 22.15 on). */
 export const ZSTD_AVAILABLE = nativeZstd.available || typeof zstdCompress === 'function'
 export const ZBLOCK = 0x06
-/** A block is sent compressed only if that saves at least this fraction. */
-const MIN_SAVING = 0.1
-const LEVEL = 3
 
 export interface ZBlock { cid: CID, z: Uint8Array }
 export interface ZBlockMessage { type: 'zblock', id: number, blocks: ZBlock[] }
@@ -160,10 +157,11 @@ export class BlockInflater {
  * calling thread, about 0.2 ms per 64 KiB; else in node:zlib's thread pool).
  */
 export async function compressBlock (bytes: Uint8Array): Promise<Uint8Array | null> {
-  if (bytes.length < 512) return null
-  const z = nativeZstd.compress !== undefined ? nativeZstd.compress(bytes, LEVEL) : await new Promise<Uint8Array>((resolve, reject) => {
+  if (CAN_DEFLATE) return deflateBlock(bytes)
+  if (bytes.length < MIN_COMPRESS) return null
+  const z = await new Promise<Uint8Array>((resolve, reject) => {
     // the pledged size puts the content size in the frame header (decompressBlocks needs it)
-    zstdCompress(bytes, { pledgedSrcSize: bytes.length, params: { [zc.ZSTD_c_compressionLevel]: LEVEL } }, (err, out) => { if (err !== null) reject(err); else resolve(out) })
+    zstdCompress(bytes, { pledgedSrcSize: bytes.length, params: { [zc.ZSTD_c_compressionLevel]: BLOCK_LEVEL } }, (err, out) => { if (err !== null) reject(err); else resolve(out) })
   })
-  return z.length <= bytes.length * (1 - MIN_SAVING) ? z : null
+  return worthFraming(z.length, bytes.length) ? z : null
 }

@@ -5,11 +5,36 @@
  * exactly that many bytes, no more than the caller's limit: anything else is refused here, before
  * the bytes are hashed against their CID (which every reader still does).
  *
- * Decompression goes through the one zstd context kept for the process (node/native/zstd.c)
- * where Node exports zstd, into a buffer the caller gives; node:zlib into a new buffer otherwise.
+ * Compression and decompression go through the one zstd context each kept for the process
+ * (node/native/zstd.c) where Node exports zstd; decompression falls back to node:zlib.
  */
 import { zstdDecompressSync } from 'node:zlib'
 import { nativeZstd } from '../native/zstd.ts'
+
+/** zstd level of every block compressed here, at capture or to be sent. */
+export const BLOCK_LEVEL = 3
+/** A block is kept or sent as a frame only if that saves at least this fraction of its bytes. */
+export const MIN_SAVING = 0.1
+/** Blocks shorter than this are never worth a frame. */
+export const MIN_COMPRESS = 512
+
+/** Whether deflateBlock can compress here (the native context, where Node exports zstd). */
+export const CAN_DEFLATE = nativeZstd.compress !== undefined
+
+/** Whether a frame of zlen bytes is worth keeping for a block of n bytes. */
+export function worthFraming (zlen: number, n: number): boolean {
+  return zlen <= n * (1 - MIN_SAVING)
+}
+
+/**
+ * The block as one zstd frame (content size in the header), synchronously, or null when it would
+ * not save MIN_SAVING, the block is tiny, or this Node has no native zstd (CAN_DEFLATE).
+ */
+export function deflateBlock (bytes: Uint8Array): Uint8Array | null {
+  if (nativeZstd.compress === undefined || bytes.length < MIN_COMPRESS) return null
+  const z = nativeZstd.compress(bytes, BLOCK_LEVEL)
+  return worthFraming(z.length, bytes.length) ? z : null
+}
 
 /** A frame that is not one block: no content size, too large, corrupt, or not its declared size. */
 export class ZstdFrameError extends Error {}

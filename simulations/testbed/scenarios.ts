@@ -393,7 +393,7 @@ interface FaultsResult {
   notes: string[]
 }
 
-interface DeployStatus { deploys: Array<{ bitmap?: string, pieces: number }> }
+interface DeployEvent { pieces?: number, bitmap?: string }
 
 async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, work: string, deadline: number): Promise<FaultsResult> {
   const n = tb.clients.length
@@ -408,54 +408,63 @@ async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, wo
   // loss still leaves one full copy among the others (see chooseVictims).
   const victims = new Set<number>()
   const outcomes = newOutcomes(ctx)
-  const t0 = Date.now()
-  // A control connection to an agent killed mid-answer is not always ended (ControlClient waits
-  // for 'end'): only the survivors' deploys are waited for, after the kill.
-  const calls = agents.map(async (a, i) => {
-    try {
-      await a.client.call('deploy', { spec: IMAGE, target: ctx.targets[i], excludes: [], dryRun: false, delete: true })
-      outcomes[i].finishedAt = Date.now()
-    } catch (err) {
-      outcomes[i].error = (err as Error).message
-    }
-  })
-  // Once the clients hold one full copy between them, kill h0 and the victims.
+  // What each client holds, from its deploy's own progress events (every 500 ms, with the
+  // bitfield): asking every agent for its status instead waits for the slowest of twenty agents
+  // sharing two cores, seconds at a time. A finished client holds every piece.
+  const held: Uint8Array[] = agents.map(() => new Uint8Array(0))
+  let pieces = 0
+  let events = 0
   let killAt: number | null = null
   let heldAtKill: number[] = []
-  // Polled every 50 ms, all clients at once: on a loaded machine the clients' union is complete
-  // only some seconds into the deploy, and a kill after the survivors finished would test nothing.
-  const pollMs: number[] = []
-  for (let k = 0; k < 400_000 && Date.now() < deadline && killAt === null; k++) {
-    await new Promise(resolve => setTimeout(resolve, 50))
-    const asked = Date.now()
-    const maps = await Promise.all(agents.map(async (a) => {
-      try { return (await a.client.call<DeployStatus>('status')).deploys[0] } catch { return undefined }
-    }))
-    pollMs.push(Date.now() - asked)
-    const pieces = maps.find(d => d?.bitmap !== undefined)?.pieces ?? 0
-    if (pieces === 0) continue
-    const held = maps.map(d => d?.bitmap === undefined ? new Uint8Array(0) : new Uint8Array(Buffer.from(d.bitmap, 'base64')))
+  let killed: () => void = () => {}
+  const killedP = new Promise<void>(resolve => { killed = resolve })
+  const t0 = Date.now()
+  /** Once the clients hold every piece between them: kill h0 and the victims (chooseVictims). */
+  const consider = (): void => {
+    if (killAt !== null || pieces === 0 || Date.now() >= deadline) return
     const chosen = chooseVictims(held, pieces, nv)
-    if (chosen === null) continue
+    if (chosen === null) return
     killAt = Date.now()
     for (const i of chosen) victims.add(i)
     heldAtKill = held.map(b => countBits(b, pieces) / pieces)
     for (const v of [h0, ...agents.filter((_a, i) => victims.has(i))]) {
       try { process.kill(v.proc.pid, 'SIGKILL') } catch {}
     }
+    killed()
     log(`N=${n} faults: the clients hold every piece at ${((killAt - t0) / 1000).toFixed(2)} s: killed h0 and ${[...victims].map(i => tb.clients[i].name).join(' ')}`)
   }
+  // A control connection to an agent killed mid-answer is not always ended (ControlClient waits
+  // for 'end'): a victim's deploy is not waited for past the kill.
+  const calls = agents.map(async (a, i) => {
+    const call = a.client.call('deploy', { spec: IMAGE, target: ctx.targets[i], excludes: [], dryRun: false, delete: true }, (e) => {
+      const ev = e as DeployEvent
+      if (ev.bitmap === undefined || ev.pieces === undefined || ev.pieces === 0) return
+      if (killAt === null) events++
+      pieces = ev.pieces
+      held[i] = new Uint8Array(Buffer.from(ev.bitmap, 'base64'))
+      consider()
+    })
+    call.catch(() => {})
+    try {
+      await Promise.race([call, killedP.then(async () => { if (victims.has(i)) throw new Error('killed'); await call })])
+      outcomes[i].finishedAt = Date.now()
+      if (pieces > 0) { held[i] = new Uint8Array(Math.ceil(pieces / 8)).fill(0xff); consider() }
+    } catch (err) {
+      outcomes[i].error = (err as Error).message
+    }
+  })
+  // The survivors' deploys end by themselves (finished or failed); bounded by the deadline.
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([Promise.all(calls), new Promise<void>(resolve => { timer = setTimeout(resolve, Math.max(0, deadline - Date.now())) })])
+  clearTimeout(timer)
+  killed()
   const survivors = agents.filter((_a, i) => !victims.has(i))
-  // How stale the kill's view can be: a poll waits for the slowest agent's answer.
-  pollMs.sort((a, b) => a - b)
-  notes.push(`${pollMs.length} polls of every client's pieces, each answered in ${pollMs[Math.floor(pollMs.length / 2)] ?? 0} ms (median), ${pollMs[pollMs.length - 1] ?? 0} ms at most`)
+  notes.push(`${events} progress events with a client's pieces until the kill`)
   if (killAt !== null) {
-    const held = heldAtKill.filter((_h, i) => !victims.has(i))
-    const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)
-    notes.push(`at the kill the survivors held ${(avg(held) * 100).toFixed(0)} % of the pieces on average (${(Math.min(...held) * 100).toFixed(0)}–${(Math.max(...held) * 100).toFixed(0)} %), the victims ${(avg(heldAtKill.filter((_h, i) => victims.has(i))) * 100).toFixed(0)} %`)
+    const kept = heldAtKill.filter((_h, i) => !victims.has(i))
+    const avg = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
+    notes.push(`at the kill the survivors held ${(avg(kept) * 100).toFixed(0)} % of the pieces on average (${(Math.min(...kept) * 100).toFixed(0)}–${(Math.max(...kept) * 100).toFixed(0)} %), the victims ${(avg(heldAtKill.filter((_h, i) => victims.has(i))) * 100).toFixed(0)} %`)
   }
-  const deploys = calls.filter((_c, i) => !victims.has(i))
-  await Promise.all(deploys)
   await ctx.stopAll()
   void procs
   let verified = 0

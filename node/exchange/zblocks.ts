@@ -12,9 +12,11 @@
  *
  * Why: a Debian tree's chunks compress about 2.2:1 with zstd (measured on the testbed image,
  * 64 KiB chunks compressed one by one, level 3), which halves the bytes on every link and the
- * encryption and system-call work per block. The origin compresses each block once (in the
- * thread pool); every receiver keeps the compressed bytes it got and relays them as they are, so
- * a block is compressed once in the whole swarm and decompressed once per receiver. The receiver
+ * encryption and system-call work per block. Capture stores each new chunk as its frame
+ * (node/image/capture.ts, `compress`), which the origin sends as it is; a block stored plain is
+ * compressed once by the agent that first serves it. Every receiver keeps the compressed bytes it
+ * got and relays them as they are, so a block is compressed once in the whole swarm and
+ * decompressed once per receiver. The receiver
  * checks the decompressed bytes against the CID, as for any block, and its store keeps the frame as
  * it came (node/store/zstd-frame.ts, pack record kind 0x02), to serve it again without compressing.
  *

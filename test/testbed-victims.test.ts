@@ -24,6 +24,9 @@ test('countBits counts only the first `pieces` bits', () => {
 test('no victims while a piece is missing from every client', () => {
   const held = [field(10, range(0, 5)), field(10, range(3, 9)), field(10, [])]
   assert.equal(chooseVictims(held, 10, 1), null)
+  // Asking for no victims tells whether the clients hold every piece between them.
+  assert.equal(chooseVictims(held, 10, 0), null)
+  assert.deepEqual(chooseVictims([...held, field(10, [9])], 10, 0), [])
 })
 
 test('the fullest clients go first, as long as the others keep every piece', () => {

@@ -420,8 +420,12 @@ async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, wo
   const killedP = new Promise<void>(resolve => { killed = resolve })
   const t0 = Date.now()
   /** Once the clients hold every piece between them: kill h0 and the victims (chooseVictims). */
+  let unionAt: number | null = null
   const consider = (): void => {
     if (killAt !== null || pieces === 0 || Date.now() >= deadline) return
+    // The clients may hold every piece between them some time before any nv of them can go:
+    // while h0 still hands out pieces nobody else has, most clients hold one only they have.
+    if (unionAt === null && chooseVictims(held, pieces, 0) !== null) unionAt = Date.now()
     const chosen = chooseVictims(held, pieces, nv)
     if (chosen === null) return
     killAt = Date.now()
@@ -460,6 +464,7 @@ async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, wo
   killed()
   const survivors = agents.filter((_a, i) => !victims.has(i))
   notes.push(`${events} progress events with a client's pieces until the kill`)
+  if (unionAt !== null) notes.push(`the clients held every piece between them from ${((unionAt - t0) / 1000).toFixed(2)} s`)
   if (killAt !== null) {
     const kept = heldAtKill.filter((_h, i) => !victims.has(i))
     const avg = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)

@@ -16,9 +16,9 @@
  * (node/image/capture.ts, `compress`), which the origin sends as it is; a block stored plain is
  * compressed once by the agent that first serves it. Every receiver keeps the compressed bytes it
  * got and relays them as they are, so a block is compressed once in the whole swarm and
- * decompressed once per receiver. The receiver
- * checks the decompressed bytes against the CID, as for any block, and its store keeps the frame as
- * it came (node/store/zstd-frame.ts, pack record kind 0x02), to serve it again without compressing.
+ * decompressed once per receiver. The receiver checks the decompressed bytes against the CID, as
+ * for any block, and its store keeps the frame as it came (node/store/zstd-frame.ts, pack record
+ * kind 0x02), to serve it again without compressing.
  *
  * Compression and decompression go through one zstd context each, kept for the process's life
  * (node/native/zstd.c), where Node exports zstd: node:zlib makes a new context per call, which on

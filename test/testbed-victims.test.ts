@@ -46,3 +46,24 @@ test('a client holding a piece nobody else has is never chosen', () => {
   assert.deepEqual(chooseVictims(held, 16, 1), [2])
   assert.equal(chooseVictims(held, 16, 2), null)
 })
+
+test('random swarms: the victims always leave every piece among the survivors', () => {
+  let seed = 7
+  const rand = (): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648 }
+  let killable = 0
+  for (let round = 0; round < 200; round++) {
+    const clients = 3 + Math.floor(rand() * 20)
+    const pieces = 1 + Math.floor(rand() * 300)
+    const density = rand()
+    const held = Array.from({ length: clients }, () => field(pieces, range(0, pieces).filter(() => rand() < density)))
+    const count = Math.floor(rand() * clients)
+    const chosen = chooseVictims(held, pieces, count)
+    const everyPiece = (from: Uint8Array[]): boolean => range(0, pieces).every(j => from.some(b => (b[j >> 3] & (0x80 >> (j & 7))) !== 0))
+    if (!everyPiece(held)) { assert.equal(chosen, null); continue }
+    if (chosen === null) continue
+    killable++
+    assert.equal(new Set(chosen).size, count)
+    assert.ok(everyPiece(held.filter((_b, i) => !chosen.includes(i))), `round ${round}: a piece died with ${String(chosen)}`)
+  }
+  assert.ok(killable > 50, `only ${killable} of 200 swarms had victims`)
+})

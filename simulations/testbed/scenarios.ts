@@ -419,12 +419,12 @@ async function faultsScenario (o: Options, tb: Testbed, image: PreparedImage, wo
   let killed: () => void = () => {}
   const killedP = new Promise<void>(resolve => { killed = resolve })
   const t0 = Date.now()
-  /** Once the clients hold every piece between them: kill h0 and the victims (chooseVictims). */
   let unionAt: number | null = null
+  /** Once the clients hold every piece between them: kill h0 and the victims (chooseVictims). */
   const consider = (): void => {
     if (killAt !== null || pieces === 0 || Date.now() >= deadline) return
-    // The clients may hold every piece between them some time before any nv of them can go:
-    // while h0 still hands out pieces nobody else has, most clients hold one only they have.
+    // Recorded apart from the kill, which needs nv clients whose every piece another client
+    // holds too: the two moments can differ.
     if (unionAt === null && chooseVictims(held, pieces, 0) !== null) unionAt = Date.now()
     const chosen = chooseVictims(held, pieces, nv)
     if (chosen === null) return

@@ -23,7 +23,7 @@
       "target_name": "heap",
       "sources": ["heap.c"],
       "cflags": ["-O2", "-Wall"],
-      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+      "defines": ["NAPI_VERSION=8"]
     }
   ]
 }

@@ -4,10 +4,15 @@
  * give them) at the moment of the kill.
  */
 
+/** Whether bitfield `b` holds piece j. */
+function has (b: Uint8Array, j: number): boolean {
+  return (b[j >> 3] & (0x80 >> (j & 7))) !== 0
+}
+
 /** How many of the first `pieces` bits of `b` are set. */
 export function countBits (b: Uint8Array, pieces: number): number {
   let have = 0
-  for (let j = 0; j < pieces; j++) if ((b[j >> 3] & (0x80 >> (j & 7))) !== 0) have++
+  for (let j = 0; j < pieces; j++) if (has(b, j)) have++
   return have
 }
 
@@ -19,7 +24,6 @@ export function countBits (b: Uint8Array, pieces: number): number {
  * clients × pieces: the scenario asks at every progress event, on the testbed's busy cores.
  */
 export function chooseVictims (held: Uint8Array[], pieces: number, count: number): number[] | null {
-  const has = (b: Uint8Array, j: number): boolean => (b[j >> 3] & (0x80 >> (j & 7))) !== 0
   // Per piece: how many of the clients still standing hold it.
   const holders = new Uint32Array(pieces)
   for (const b of held) for (let j = 0; j < pieces; j++) if (has(b, j)) holders[j]++

@@ -259,6 +259,7 @@ export class Agent {
     const key = cid.toString()
     if (this.providers.has(key)) return
     this.providers.add(key)
+    log.debug('providing', { cid: key })
     this.swarm.libp2p.contentRouting.provide(cid, { signal: AbortSignal.timeout(30_000) })
       .catch((err: unknown) => { this.providers.delete(key); log.debug('provide failed', { cid: key, error: (err as Error).message }) })
   }
@@ -273,6 +274,7 @@ export class Agent {
         void fetcher.noHolderWithin(PROVIDER_LOOKUP_AFTER_MS).then(async (alone) => {
           if (!alone) return
           this.providerLookups++
+          log.debug('no connected peer offers the version yet: looking for providers', { cid: key })
           await this.findProviders([resolved.cid, ...resolved.version.body.parents])
         })
         await fetcher.prepare()

@@ -62,6 +62,8 @@ export interface TransportRow {
   clientDownF: number | null
   cpuServerS: number | null
   cpuClientsS: number | null
+  /** share of the whole machine's CPU time (all cores, 0..1) that was busy from t0 to the last finish */
+  busy: number | null
   /** packets dropped by the link shapers during the run, and UDP receive-buffer overflows */
   qdiscDrops: number | null
   udpRcvbufErrors: number | null
@@ -81,11 +83,12 @@ function pad (s: string, w: number, right = false): string {
 }
 
 export function table (rows: TransportRow[]): string {
-  const head = ['N', 'transport', 'status', 'verified', 'T (s)', 'T_min (s)', 'T/T_min', 'recv (s)', 'recv/T_min', 'mean (s)', 'h0 up/F', 'down/F', 'CPU srv (s)', 'CPU cli (s)', 'drops']
+  const head = ['N', 'transport', 'status', 'verified', 'T (s)', 'T_min (s)', 'T/T_min', 'recv (s)', 'recv/T_min', 'mean (s)', 'h0 up/F', 'down/F', 'CPU srv (s)', 'CPU cli (s)', 'busy %', 'drops']
   const body = rows.map(r => [
     String(r.n), r.transport, r.status, `${r.verified}/${r.clients.length}`,
     fmt(r.tS), fmt(r.tMinS), fmt(r.ratio), fmt(r.tRecvS), fmt(r.ratioRecv), fmt(r.meanS),
     fmt(r.serverUpF), fmt(r.clientDownF), fmt(r.cpuServerS, 1), fmt(r.cpuClientsS, 1),
+    r.busy === null ? '-' : (100 * r.busy).toFixed(0),
     r.qdiscDrops === null ? '-' : String(r.qdiscDrops + (r.udpRcvbufErrors ?? 0))
   ])
   const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => b[i].length)))
@@ -105,8 +108,8 @@ function csv (header: string[], rows: Array<Array<string | number | boolean | nu
 
 export function summaryCsv (rows: TransportRow[]): string {
   return csv(
-    ['n', 'transport', 'rate', 'status', 'reason', 'clients', 'finished', 'verified', 't_s', 't_recv_s', 'mean_s', 't_min_s', 'ratio', 'ratio_recv', 'setup_s', 'image_bytes', 'tar_bytes', 'server_up_over_F', 'client_down_over_F', 'cpu_server_s', 'cpu_clients_s', 'qdisc_drops', 'udp_rcvbuf_errors', 'notes'],
-    rows.map(r => [r.n, r.transport, r.rate, r.status, r.reason, r.clients.length, r.finished, r.verified, r.tS, r.tRecvS, r.meanS, r.tMinS, r.ratio, r.ratioRecv, r.setupS, r.imageBytes, r.tarBytes, r.serverUpF, r.clientDownF, r.cpuServerS, r.cpuClientsS, r.qdiscDrops, r.udpRcvbufErrors, r.notes.join('; ')])
+    ['n', 'transport', 'rate', 'status', 'reason', 'clients', 'finished', 'verified', 't_s', 't_recv_s', 'mean_s', 't_min_s', 'ratio', 'ratio_recv', 'setup_s', 'image_bytes', 'tar_bytes', 'server_up_over_F', 'client_down_over_F', 'cpu_server_s', 'cpu_clients_s', 'busy', 'qdisc_drops', 'udp_rcvbuf_errors', 'notes'],
+    rows.map(r => [r.n, r.transport, r.rate, r.status, r.reason, r.clients.length, r.finished, r.verified, r.tS, r.tRecvS, r.meanS, r.tMinS, r.ratio, r.ratioRecv, r.setupS, r.imageBytes, r.tarBytes, r.serverUpF, r.clientDownF, r.cpuServerS, r.cpuClientsS, r.busy, r.qdiscDrops, r.udpRcvbufErrors, r.notes.join('; ')])
   )
 }
 

@@ -17,7 +17,7 @@ import type { Proc, Rate, Testbed } from './netns.ts'
 import { CpuGroup } from './cpu.ts'
 import { ensureTar, prepareImage } from './image.ts'
 import type { PreparedImage } from './image.ts'
-import { parseSamples } from './sampler.ts'
+import { busyFraction, parseSamples } from './sampler.ts'
 import type { RateSeries } from './sampler.ts'
 import { verifyCopy } from './verify.ts'
 import { clientsCsv, fmt, ratesCsv, summaryCsv, table, tMin } from './metrics.ts'
@@ -177,7 +177,7 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
     n, transport: t.name, status: 'failed', reason: '', clients: [], finished: 0, verified: 0,
     tS: null, tRecvS: null, meanS: null, tMinS, ratio: null, ratioRecv: null, setupS: 0,
     imageBytes: image.bytes, tarBytes: t.needsTar ? image.tarBytes : null, serverUpF: null, clientDownF: null,
-    cpuServerS: null, cpuClientsS: null, qdiscDrops: null, udpRcvbufErrors: null, notes: [], series: null, rate: o.rateText, rateBps: o.rate.bps
+    cpuServerS: null, cpuClientsS: null, busy: null, qdiscDrops: null, udpRcvbufErrors: null, notes: [], series: null, rate: o.rateText, rateBps: o.rate.bps
   }
   const missing = t.tools.filter(x => !haveTool(x))
   if (missing.length > 0) {
@@ -294,6 +294,7 @@ async function runTransport (st: RunState, tb: Testbed, t: Transport): Promise<T
       row.serverUpF = up === undefined ? null : up / image.bytes
       const downs = tb.clients.map(h => series.downBytes.get(h.name)).filter((x): x is number => x !== undefined)
       row.clientDownF = downs.length === 0 ? null : downs.reduce((a, b) => a + b, 0) / downs.length / image.bytes
+      if (row.tS !== null) row.busy = busyFraction(series, 0, row.tS)
     }
     if (row.finished < n) {
       row.status = 'incomplete'

@@ -6,9 +6,12 @@
  * Every INTERVAL_MS it prints one JSON line {"t": Date.now(), "c": {"v1": [rx, tx], ...}} with
  * the counters of the switch-side veth ends. The switch end of host i's link sends what host i
  * receives, so tx_bytes of vI = bytes downloaded by host i and rx_bytes of vI = bytes uploaded by
- * host i (layer-2 bytes, headers included). It stops on SIGTERM or after MAX_MS.
+ * host i (layer-2 bytes, headers included). Each line also carries "cpu": [busy, total], the
+ * machine's cumulative CPU ticks from /proc/stat (busy = total − idle − iowait; the file is not
+ * namespaced, so this is the whole machine). It stops on SIGTERM or after MAX_MS.
  *
- * parseSamples() turns the file back into rates per host.
+ * parseSamples() turns the file back into rates per host; busyFraction() tells how busy the
+ * machine's cores were over a span of the run.
  */
 import { readdirSync, readFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
@@ -17,6 +20,8 @@ export interface Sample {
   t: number
   /** per switch-side interface: [rx_bytes, tx_bytes] */
   c: Record<string, [number, number]>
+  /** the machine's cumulative CPU ticks: [busy, total] */
+  cpu?: [number, number]
 }
 
 export interface RateSeries {
@@ -29,6 +34,8 @@ export interface RateSeries {
   /** per host: bytes downloaded / uploaded between the first and last sample */
   downBytes: Map<string, number>
   upBytes: Map<string, number>
+  /** the machine's cumulative CPU ticks at each sample: t in seconds since t0 */
+  cpu: Array<{ t: number, busy: number, total: number }>
 }
 
 export function parseSamples (text: string, t0: number): RateSeries {
@@ -37,7 +44,10 @@ export function parseSamples (text: string, t0: number): RateSeries {
     if (line.trim() === '') continue
     try { samples.push(JSON.parse(line) as Sample) } catch { /* a torn last line */ }
   }
-  const series: RateSeries = { t: [], down: new Map(), up: new Map(), downBytes: new Map(), upBytes: new Map() }
+  const series: RateSeries = { t: [], down: new Map(), up: new Map(), downBytes: new Map(), upBytes: new Map(), cpu: [] }
+  for (const s of samples) {
+    if (s.cpu !== undefined) series.cpu.push({ t: (s.t - t0) / 1000, busy: s.cpu[0], total: s.cpu[1] })
+  }
   const host = (ifname: string): string => 'h' + ifname.slice(1)
   for (let i = 1; i < samples.length; i++) {
     const a = samples[i - 1]
@@ -67,6 +77,35 @@ export function parseSamples (text: string, t0: number): RateSeries {
   return series
 }
 
+/**
+ * The share of the machine's CPU time (0..1, all cores) that was busy between fromS and toS
+ * (seconds since t0), from the samples that bracket the span: the last at or before fromS and
+ * the first at or after toS. Null without such samples.
+ */
+export function busyFraction (series: RateSeries, fromS: number, toS: number): number | null {
+  let a: RateSeries['cpu'][number] | undefined
+  let b: RateSeries['cpu'][number] | undefined
+  for (const s of series.cpu) {
+    if (s.t <= fromS) a = s
+    if (s.t >= toS && b === undefined) b = s
+  }
+  if (a === undefined || b === undefined || b.total <= a.total) return null
+  return (b.busy - a.busy) / (b.total - a.total)
+}
+
+/** The first line of /proc/stat ("cpu user nice system idle iowait irq softirq steal ..."). */
+export function readCpuTicks (stat: string): [number, number] | undefined {
+  const line = stat.slice(0, stat.indexOf('\n') >= 0 ? stat.indexOf('\n') : stat.length)
+  const f = line.trim().split(/\s+/)
+  if (f[0] !== 'cpu' || f.length < 5) return undefined
+  // guest and guest_nice are already counted in user and nice
+  const ticks = f.slice(1, 9).map(Number)
+  if (ticks.some(x => !Number.isFinite(x))) return undefined
+  const total = ticks.reduce((x, y) => x + y, 0)
+  const idle = ticks[3] + (ticks[4] ?? 0)
+  return [total - idle, total]
+}
+
 function sampleOnce (ifnames: string[]): Sample {
   const c: Record<string, [number, number]> = {}
   for (const n of ifnames) {
@@ -76,7 +115,9 @@ function sampleOnce (ifnames: string[]): Sample {
       c[n] = [rx, tx]
     } catch { /* interface gone */ }
   }
-  return { t: Date.now(), c }
+  let cpu: [number, number] | undefined
+  try { cpu = readCpuTicks(readFileSync('/proc/stat', 'utf8')) } catch { /* no /proc */ }
+  return cpu === undefined ? { t: Date.now(), c } : { t: Date.now(), c, cpu }
 }
 
 function main (): void {

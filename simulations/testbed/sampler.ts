@@ -95,8 +95,7 @@ export function busyFraction (series: RateSeries, fromS: number, toS: number): n
 
 /** The first line of /proc/stat ("cpu user nice system idle iowait irq softirq steal ..."). */
 export function readCpuTicks (stat: string): [number, number] | undefined {
-  const line = stat.slice(0, stat.indexOf('\n') >= 0 ? stat.indexOf('\n') : stat.length)
-  const f = line.trim().split(/\s+/)
+  const f = stat.split('\n', 1)[0].trim().split(/\s+/)
   if (f[0] !== 'cpu' || f.length < 5) return undefined
   // guest and guest_nice are already counted in user and nice
   const ticks = f.slice(1, 9).map(Number)

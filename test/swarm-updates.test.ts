@@ -1,7 +1,7 @@
 /** Updates through the swarm: groups, assignments, staging, apply with hooks and excludes, rollback, bad input. */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, writeFile, mkdir, chmod, readFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile, mkdir, chmod, readFile, readdir } from 'node:fs/promises'
 import { spawnSync } from 'node:child_process'
 import { tmpdir, hostname } from 'node:os'
 import { existsSync } from 'node:fs'
@@ -144,6 +144,20 @@ test('a failing or hanging pre-apply hook stops the apply and is reported; the t
   assert.equal(await readFile(join(target('c1'), 'etc/motd'), 'utf8'), 'compute nodes only\n') // still v2 with its override
   const v = await imgmesh(['verify', target('c1'), '--data-dir', agents.dataDir('c1')])
   assert.equal(v.code, 0, v.stdout)
+  // The timed-out run removed the copies of the hooks it ran.
+  assert.deepEqual(await readdir(join(agents.dataDir('c1'), 'hooks-staging')), [])
+  // pub (hook timeout 300 s) is still in the hanging hook: its copies are in its data directory.
+  const pubStaging = join(agents.dataDir('pub'), 'hooks-staging')
+  await waitFor('pub runs the hanging hook', async () => (await readdir(pubStaging).catch(() => [])).length === 1, 30_000)
+  const [run] = await readdir(pubStaging)
+  assert.match(run, /^pre-apply-/)
+  assert.deepEqual((await readdir(join(pubStaging, run))).sort(), ['10-pre', '20-hang'])
+  // An agent that dies there leaves them behind; started again, it removes them.
+  await agents.stop('pub', 'SIGKILL')
+  assert.ok(existsSync(join(pubStaging, run)))
+  await mkdir(target('pub'), { recursive: true })
+  await agents.start('pub', { bootstrap: [agents.agents.get('origin')!.addr], extra: ['--group', 'compute', '--target', target('pub')] })
+  assert.ok(!existsSync(join(pubStaging, run)))
 })
 
 test('an assignment signed by a key the cluster does not trust is refused', { timeout: 60_000 }, async () => {

@@ -5,9 +5,8 @@
  * its timeout is reported, and a failing pre-apply hook stops the apply.
  */
 import { spawn } from 'node:child_process'
-import { mkdtemp, rm, writeFile, chmod, appendFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile, chmod, appendFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { BlockGetter } from '../store/block-store.ts'
 import { nameKey, type DirNode } from '../tree/tree-loader.ts'
@@ -50,6 +49,17 @@ export interface RunHooksOptions {
   env: Record<string, string>
   timeoutMs: number
   logFile: string
+  /**
+   * Where pre-apply hooks are written to run (a directory of the agent's own, in its data
+   * directory; each run takes a fresh subdirectory and removes it after). An agent that dies
+   * while a hook runs leaves its subdirectory behind: `clearHookStaging` removes them at start.
+   */
+  stagingDir: string
+}
+
+/** Removes what pre-apply runs of an agent that died left in its staging directory. */
+export async function clearHookStaging (stagingDir: string): Promise<void> {
+  await rm(stagingDir, { recursive: true, force: true })
 }
 
 /**
@@ -62,15 +72,22 @@ export async function runHooks (tree: DirNode, blocks: BlockGetter, opts: RunHoo
   if (hooks.length === 0) return []
   const results: HookResult[] = []
   const chroot = opts.target !== '/' && process.getuid?.() === 0 && existsSync(join(opts.target, 'bin/sh'))
-  const staging = opts.stage === 'pre-apply' ? await mkdtemp(join(tmpdir(), 'imgmesh-hooks-')) : null
+  // Pre-apply hooks come from the new version: read them all before writing any, so nothing is
+  // left on disk while a block is still being read.
+  const bytes = opts.stage === 'pre-apply' ? await Promise.all(hooks.map(async h => await entryBytes(blocks, h))) : []
+  let staging: string | null = null
+  if (opts.stage === 'pre-apply') {
+    await mkdir(opts.stagingDir, { recursive: true, mode: 0o700 })
+    staging = await mkdtemp(join(opts.stagingDir, 'pre-apply-'))
+  }
   try {
-    for (const hook of hooks) {
+    for (const [k, hook] of hooks.entries()) {
       const name = Buffer.from(hook.name).toString()
       let cmd: string
       let args: string[] = []
       if (staging !== null) {
         const file = join(staging, name)
-        await writeFile(file, await entryBytes(blocks, hook))
+        await writeFile(file, bytes[k])
         await chmod(file, 0o755)
         cmd = file
       } else if (chroot) {

@@ -19,7 +19,7 @@ import { decodeAssignment, encodeAssignment, signAssignment, type Assignment, ty
 import { FrameDecoder, framed, sendParts } from '../../protocols/blocks/frame.ts'
 import { readJson, writeJson } from '../store/json-file.ts'
 import { Schedule } from './cron.ts'
-import { runHooks, type HookResult } from './hooks.ts'
+import { clearHookStaging, runHooks, type HookResult } from './hooks.ts'
 import { compose, overrideNames, type NodeFacts } from './compose.ts'
 import { loadTree } from '../tree/tree-loader.ts'
 import { ImgmeshError } from '../errors.ts'
@@ -77,8 +77,10 @@ export class UpdateManager {
   }
 
   private get file (): string { return join(this.d.store.dataDir, 'assignments.json') }
+  private get hookStaging (): string { return join(this.d.store.dataDir, 'hooks-staging') }
 
   async start (): Promise<void> {
+    await clearHookStaging(this.hookStaging)
     const saved = await readJson<Record<string, string>>(this.file) ?? {}
     for (const b64 of Object.values(saved)) {
       try { const a = decodeAssignment(Buffer.from(b64, 'base64'), this.d.store.trust.set); this.assignments.set(a.body.group, a) } catch {}
@@ -274,9 +276,10 @@ export class UpdateManager {
     const composedTree = composed.resolved === resolved ? tree : await loadTree(this.d.store.blocks, composed.resolved.version.body.tree)
     const env = { IMGMESH_TARGET: target, IMGMESH_IMAGE: body.image, IMGMESH_VERSION: String(body.number), IMGMESH_HOST: hostname() }
     const logFile = join(this.d.store.dataDir, 'hooks.log')
-    this.lastHooks = await runHooks(composedTree, this.d.store.blocks, { target, stage: 'pre-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile })
+    const stagingDir = this.hookStaging
+    this.lastHooks = await runHooks(composedTree, this.d.store.blocks, { target, stage: 'pre-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile, stagingDir })
     await this.d.deploy(composed.resolved, { target, excludes: [...DEFAULT_UPDATE_EXCLUDES] })
-    this.lastHooks.push(...await runHooks(composedTree, this.d.store.blocks, { target, stage: 'post-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile }))
+    this.lastHooks.push(...await runHooks(composedTree, this.d.store.blocks, { target, stage: 'post-apply', env, timeoutMs: this.d.hookTimeoutMs, logFile, stagingDir }))
     this.state = 'applied'
     log.info('applied', { image: body.image, number: body.number, target })
   }

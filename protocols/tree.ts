@@ -6,7 +6,7 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { ImgmeshError } from '../node/errors.ts'
-import { writeTreeBlock, writeTreeEntry } from './tree-cbor.ts'
+import { writeTreeBlock } from './tree-cbor.ts'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'socket'
 export const ENTRY_TYPES: readonly EntryType[] = ['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo', 'socket']
@@ -237,9 +237,37 @@ export function decodeTree (bytes: Uint8Array): TreeEntry[] {
   return entries
 }
 
-/** True when two entries describe the same thing (for dirs: same subtree CID too). */
+function optionalBytesEqual (a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b
+  return a.length === b.length && Buffer.compare(a, b) === 0
+}
+
+function optionalCidEqual (a: CID | undefined, b: CID | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b
+  return optionalBytesEqual(a.bytes, b.bytes)
+}
+
+/**
+ * True when two entries describe the same thing (for dirs: same subtree CID too): exactly when
+ * their canonical encodings (writeTreeEntry) are equal, field by field as the encoder writes
+ * them, without encoding either (a deploy compares every entry of every changed directory).
+ */
 export function entriesEqual (a: TreeEntry, b: TreeEntry): boolean {
-  return Buffer.compare(writeTreeEntry(a), writeTreeEntry(b)) === 0
+  if (a.type !== b.type || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.mtimeSec !== b.mtimeSec || a.mtimeNsec !== b.mtimeNsec || a.size !== b.size) return false
+  if (!optionalBytesEqual(a.name, b.name) || !optionalBytesEqual(a.inline, b.inline) || !optionalBytesEqual(a.link, b.link) || !optionalCidEqual(a.tree, b.tree)) return false
+  // Device numbers are written only with a major, the minor as 0 when absent.
+  if ((a.major === undefined) !== (b.major === undefined)) return false
+  if (a.major !== undefined && (a.major !== b.major || (a.minor ?? 0) !== (b.minor ?? 0))) return false
+  if (a.xattrs.length !== b.xattrs.length) return false
+  for (let i = 0; i < a.xattrs.length; i++) {
+    if (a.xattrs[i][0] !== b.xattrs[i][0] || !optionalBytesEqual(a.xattrs[i][1], b.xattrs[i][1])) return false
+  }
+  if (a.segments === undefined || b.segments === undefined) return a.segments === b.segments
+  if (a.segments.length !== b.segments.length) return false
+  for (let i = 0; i < a.segments.length; i++) {
+    if (a.segments[i].length !== b.segments[i].length || !optionalCidEqual(a.segments[i].cid, b.segments[i].cid)) return false
+  }
+  return true
 }
 
 /** True when two file entries have the same content (ignoring metadata). */

@@ -8,7 +8,13 @@ import { makeSampleTree } from '../node/demo/sample-tree.ts'
 import { imgmesh, imgmeshJson } from './support/cli.ts'
 import { rsyncDifferences } from './support/tree-check.ts'
 import { ImageStore } from '../node/image/image-store.ts'
-import { loadTree, type DirNode } from '../node/tree/tree-loader.ts'
+import { createHash } from 'node:crypto'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
+import { loadTree, treeBlocks, walkTree, type DirNode } from '../node/tree/tree-loader.ts'
+import { encodeTree, type TreeEntry } from '../protocols/tree.ts'
+import { DAG_CBOR_CODE } from '../node/store/cid.ts'
+import { ImgmeshError } from '../node/errors.ts'
 import { deploy } from '../node/target/deploy.ts'
 import type { BlockGetter } from '../node/store/block-store.ts'
 
@@ -123,4 +129,57 @@ test('a deploy given the loaded tree reads no tree block again; a tree of anothe
   assert.ok(reads.includes(v1.version.body.tree.toString()), 'v1 tree root read')
   const check = await imgmesh(['verify', dst1, '--data-dir', data])
   assert.equal(check.code, 0, check.stdout)
+})
+
+/** Paths and entries of a loaded tree, comparable with deepEqual. */
+function listing (root: DirNode): string[] {
+  return [...walkTree(root)].map(({ path, entry }) => `${path.toString('latin1')} ${Buffer.from(encodeTree([entry])).toString('hex')}`)
+}
+
+test('a tree loaded with another version\'s tree in memory reads only the directories it lacks, and is the same tree', async () => {
+  const data = join(work, 'data')
+  const store = await ImageStore.open(data)
+  const v1 = await store.resolve('app@1')
+  const v2 = await store.resolve('app@2')
+  const old = await loadTree(store.blocks, v1.version.body.tree)
+  const full = await loadTree(store.blocks, v2.version.body.tree)
+  const oldDirs = new Set(treeBlocks(old).map(c => c.toString()))
+  const reads: string[] = []
+  const blocks: BlockGetter = { get: async (cid) => { reads.push(cid.toString()); return await store.blocks.get(cid) } }
+  const reused = await loadTree(blocks, v2.version.body.tree, { reuse: [old] })
+  assert.deepEqual(listing(reused), listing(full))
+  const lacking = [...new Set(treeBlocks(full).map(c => c.toString()))].filter(k => !oldDirs.has(k))
+  assert.ok(lacking.length > 0 && lacking.length < treeBlocks(full).length, 'v2 shares some directories with v1, not all')
+  assert.deepEqual(reads.sort(), lacking.sort())
+  // A tree that is in memory already is not read at all.
+  reads.length = 0
+  assert.equal(await loadTree(blocks, v2.version.body.tree, { reuse: [old, full] }), full)
+  assert.deepEqual(reads, [])
+})
+
+test('a directory taken from a tree in memory still counts for the nesting limit', async () => {
+  // A chain of 1,000 nested directories, then the same chain under 30 more.
+  const mem = new Map<string, Uint8Array>()
+  const put = (bytes: Uint8Array): CID => {
+    const cid = CID.createV1(DAG_CBOR_CODE, Digest.create(0x12, createHash('sha256').update(bytes).digest()))
+    mem.set(cid.toString(), bytes)
+    return cid
+  }
+  const dirEntry = (tree: CID): TreeEntry => ({ name: new Uint8Array(Buffer.from('d')), type: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [], tree })
+  const blocks: BlockGetter = { get: async (cid) => { const b = mem.get(cid.toString()); if (b === undefined) throw new Error('no block'); return b } }
+  let chain = put(encodeTree([]))
+  for (let i = 0; i < 1000; i++) chain = put(encodeTree([dirEntry(chain)]))
+  let deep = chain
+  for (let i = 0; i < 30; i++) deep = put(encodeTree([dirEntry(deep)]))
+  const inMemory = await loadTree(blocks, chain)
+  for (const opts of [{}, { reuse: [inMemory] }]) {
+    await assert.rejects(loadTree(blocks, deep, opts), (err: unknown) => err instanceof ImgmeshError && err.code === 'EBADTREE' && /nested too deeply/.test(err.message))
+  }
+  // Within the limit, the chain is taken from memory.
+  let shallow = chain
+  for (let i = 0; i < 5; i++) shallow = put(encodeTree([dirEntry(shallow)]))
+  const t = await loadTree(blocks, shallow, { reuse: [inMemory] })
+  let node = t
+  for (let i = 0; i < 5; i++) node = node.children.get('d')!
+  assert.equal(node, inMemory)
 })

@@ -17,6 +17,7 @@ import {
   ENTRY_TYPES, MAX_TREE_BLOCK, compareNames, decodeTree, encodeTree, encodeTreeGeneric, entriesEqual, isSafeName, isSafeRelativePath, sameContent,
   type EntryType, type Segment, type TreeEntry
 } from '../protocols/tree.ts'
+import { writeTreeEntry } from '../protocols/tree-cbor.ts'
 import {
   MAX_VERSION_BLOCK, decodeVersion, encodeVersion, publicKeyToHex, signVersion, signingBytes, type SignedVersion, type VersionBody
 } from '../protocols/version.ts'
@@ -149,6 +150,15 @@ test('equal entries compare equal; content and metadata changes are told apart',
   const moved: Segment[] = [{ length: 70_000, cid: cidOf(b('c1')) }, { length: 100_000, cid: cidOf(b('zz')) }, { length: 30_000, cid: cidOf(b('c2')) }]
   assert.ok(!sameContent(a, { ...a, segments: moved }))
   assert.ok(!sameContent(ALL_TYPES[0], { ...ALL_TYPES[0], inline: b('abd') }))
+  // What the encoding leaves out does not count: a minor without a major, an absent minor as 0.
+  const fifo = ALL_TYPES[10]
+  assert.ok(entriesEqual(fifo, { ...fifo, minor: 3 }))
+  const tty = ALL_TYPES[8]
+  assert.ok(entriesEqual({ ...tty, minor: 0 }, { ...tty, minor: undefined }))
+  assert.ok(!entriesEqual(tty, { ...tty, minor: 2 }))
+  assert.ok(!entriesEqual(fifo, { ...fifo, major: 0 }))
+  assert.ok(!entriesEqual(ALL_TYPES[4], { ...ALL_TYPES[4], xattrs: ALL_TYPES[4].xattrs.slice(1) }))
+  assert.ok(!entriesEqual(ALL_TYPES[5], { ...ALL_TYPES[5], tree: cidOf(b('other'), DAG_CBOR) }))
 })
 
 function rawEntry (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -388,6 +398,35 @@ test('property: any valid tree round-trips exactly and re-encodes to the same by
     assert.deepEqual(normalize(decoded), normalize(sorted))
     assert.deepEqual(Buffer.from(encodeTree(decoded)), Buffer.from(block))
   }), { numRuns: 300 })
+})
+
+/** A copy of an entry with fresh arrays (equal bytes, other objects). */
+function cloneEntry (e: TreeEntry): TreeEntry {
+  const out: TreeEntry = { ...e, name: new Uint8Array(e.name), xattrs: e.xattrs.map(([k, v]) => [k, new Uint8Array(v)]) }
+  if (e.inline !== undefined) out.inline = new Uint8Array(e.inline)
+  if (e.link !== undefined) out.link = new Uint8Array(e.link)
+  if (e.segments !== undefined) out.segments = e.segments.map(s => s.cid === undefined ? { length: s.length } : { length: s.length, cid: CID.decode(s.cid.bytes) })
+  if (e.tree !== undefined) out.tree = CID.decode(e.tree.bytes)
+  return out
+}
+
+const ENTRY_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'mtimeSec', 'mtimeNsec', 'xattrs', 'size', 'segments', 'inline', 'link', 'major', 'minor', 'tree'] as const
+
+test('property: entriesEqual says equal exactly when the canonical encodings are equal', () => {
+  fc.assert(fc.property(entryArb, entryArb, fc.subarray([...ENTRY_FIELDS]), (a, other, fields) => {
+    // b: a copy of a with some fields taken from another entry (or removed where it has none).
+    const copy = cloneEntry(a) as unknown as Record<string, unknown>
+    for (const f of fields) {
+      const v = (other as unknown as Record<string, unknown>)[f]
+      if (v === undefined) delete copy[f]
+      else copy[f] = v
+    }
+    const bEntry = copy as unknown as TreeEntry
+    const same = Buffer.compare(writeTreeEntry(a), writeTreeEntry(bEntry)) === 0
+    assert.equal(entriesEqual(a, bEntry), same)
+    assert.equal(entriesEqual(bEntry, a), same)
+    assert.ok(entriesEqual(a, cloneEntry(a)))
+  }), { numRuns: 2000 })
 })
 
 const versionBodyArb: fc.Arbitrary<VersionBody> = fc.record({

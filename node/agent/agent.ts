@@ -15,7 +15,7 @@ import { DEFAULT_MAX_IN_FLIGHT } from '../fetch/peer-rates.ts'
 import { VersionSync, type LearntVersion } from './version-sync.ts'
 import { SuperSeed } from '../fetch/super-seed.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
-import { loadTree, pieceList } from '../tree/tree-loader.ts'
+import { loadTree, pieceList, type DirNode } from '../tree/tree-loader.ts'
 import { deploy, type DeployOptions, type DeployResult } from '../target/deploy.ts'
 import { startControlServer, type ControlServer, type EventSink } from '../control/control-api.ts'
 import { UpdateManager } from './updates.ts'
@@ -100,6 +100,8 @@ export class Agent {
   readonly updates: UpdateManager
   private control: ControlServer | null = null
   private readonly fetchers = new Map<string, Promise<VersionFetcher>>()
+  /** The trees of the fetchers that have loaded theirs (a new version's fetch reads only the directories they lack). */
+  private readonly trees = new Map<string, DirNode>()
   /** Fetches that looked for providers in the DHT (no connected peer offered the version in time). */
   private providerLookups = 0
   private readonly provideTimers = new Set<NodeJS.Timeout>()
@@ -204,7 +206,7 @@ export class Agent {
     let tree: CID
     try { tree = (await this.store.getVersion(version)).body.tree } catch { return null }
     let pieces
-    try { pieces = pieceList(await loadTree(this.store.blocks, tree)) } catch { return null }
+    try { pieces = pieceList(await loadTree(this.store.blocks, tree, { reuse: [...this.trees.values()] })) } catch { return null }
     const have = new Bitfield(pieces.length)
     for (let i = 0; i < pieces.length; i++) if (await this.store.blocks.has(pieces[i].cid)) have.set(i)
     const index = new Map<string, number>()
@@ -270,7 +272,7 @@ export class Agent {
     let f = this.fetchers.get(key)
     if (f === undefined) {
       f = (async () => {
-        const fetcher = new VersionFetcher(this.exchange, this.store.blocks, resolved.cid, resolved.version.body.tree, { candidates: () => this.candidates(), maxInFlight: this.maxInFlight })
+        const fetcher = new VersionFetcher(this.exchange, this.store.blocks, resolved.cid, resolved.version.body.tree, { candidates: () => this.candidates(), maxInFlight: this.maxInFlight, reuse: [...this.trees.values()] })
         void fetcher.noHolderWithin(PROVIDER_LOOKUP_AFTER_MS).then(async (alone) => {
           if (!alone) return
           this.providerLookups++
@@ -278,18 +280,24 @@ export class Agent {
           await this.findProviders([resolved.cid, ...resolved.version.body.parents])
         })
         await fetcher.prepare()
+        if (fetcher.tree !== null) this.trees.set(key, fetcher.tree)
         fetcher.start()
         // A finished fetcher stays: later deploys of the version reuse its loaded tree.
         fetcher.done.then(() => {
           if (fetcher.offer !== null) this.complete.set(key, { ...fetcher.offer, have: 'all' })
           this.provideLater(resolved.cid)
-        }, () => { this.fetchers.delete(key) })
+        }, () => { this.forget(key) })
         return fetcher
       })()
       this.fetchers.set(key, f)
-      f.catch(() => { this.fetchers.delete(key) })
+      f.catch(() => { this.forget(key) })
     }
     return await f
+  }
+
+  private forget (version: string): void {
+    this.fetchers.delete(version)
+    this.trees.delete(version)
   }
 
   /** Resolves NAME[@N] locally, after a fresh heads exchange with connected peers if needed. */
@@ -363,8 +371,9 @@ export class Agent {
     if (body.parents.length > 0) {
       try {
         const parent = await this.store.getVersion(body.parents[0])
-        const old = new Set(pieceList(await loadTree(this.store.blocks, parent.body.tree)).map(p => p.cid.toString()))
-        const pieces = pieceList(await loadTree(this.store.blocks, body.tree))
+        const tree = await loadTree(this.store.blocks, body.tree)
+        const old = new Set(pieceList(await loadTree(this.store.blocks, parent.body.tree, { reuse: [tree] })).map(p => p.cid.toString()))
+        const pieces = pieceList(tree)
         pieces.forEach((p, i) => { if (old.has(p.cid.toString())) spread.set(i) })
         const fresh = pieces.filter(p => !old.has(p.cid.toString()))
         newChunks = fresh.length
@@ -406,7 +415,7 @@ export class Agent {
       const cid = before.get(`${v.image}@${v.number}`)
       if (cid === undefined) continue
       this.providers.delete(cid.toString())
-      this.fetchers.delete(cid.toString())
+      this.forget(cid.toString())
       await this.swarm.libp2p.contentRouting.cancelReprovide(cid).catch(() => {})
     }
     const r = await this.store.gc()

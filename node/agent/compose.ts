@@ -137,10 +137,11 @@ export interface Composition { resolved: ResolvedVersion, overrides: string[], t
 
 /**
  * The version to apply on this node: the base itself when there is nothing to customise, or a
- * locally signed composition of base + overrides + rendered templates.
+ * locally signed composition of base + overrides + rendered templates. `loaded`: the base's
+ * tree when the caller has it in memory already (the fetch that staged it).
  */
-export async function compose (store: ImageStore, base: ResolvedVersion, overrides: ResolvedVersion[], facts: NodeFacts): Promise<Composition> {
-  const baseTree = await loadTree(store.blocks, base.version.body.tree)
+export async function compose (store: ImageStore, base: ResolvedVersion, overrides: ResolvedVersion[], facts: NodeFacts, loaded?: DirNode): Promise<Composition> {
+  const baseTree = loaded !== undefined && loaded.cid.equals(base.version.body.tree) ? loaded : await loadTree(store.blocks, base.version.body.tree)
   if (overrides.length === 0 && !hasTemplates(baseTree)) return { resolved: base, overrides: [], templated: false }
   const layers = [baseTree]
   for (const o of overrides) layers.push(await loadTree(store.blocks, o.version.body.tree))

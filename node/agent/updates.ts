@@ -271,7 +271,7 @@ export class UpdateManager {
     const tree = fetcher.tree
     if (tree === null) throw new ImgmeshError('EBADTREE', 'tree not loaded')
     // The base, then this node's overrides, then its templates.
-    const composed = await compose(this.d.store, resolved, overrides, this.d.facts)
+    const composed = await compose(this.d.store, resolved, overrides, this.d.facts, tree)
     this.lastOverrides = composed.overrides
     const composedTree = composed.resolved === resolved ? tree : await loadTree(this.d.store.blocks, composed.resolved.version.body.tree)
     const env = { IMGMESH_TARGET: target, IMGMESH_IMAGE: body.image, IMGMESH_VERSION: String(body.number), IMGMESH_HOST: hostname() }

@@ -57,6 +57,8 @@ export interface FetcherOptions {
   inFlightTargetMs?: number
   /** Give up when nothing arrives for this long while pieces are missing (default 120 s). */
   stallMs?: number
+  /** Trees in memory whose directories the version may share (other versions of the image). */
+  reuse?: readonly DirNode[]
 }
 
 export class VersionFetcher implements BlockGetter {
@@ -130,7 +132,7 @@ export class VersionFetcher implements BlockGetter {
       }
     }
     try {
-      this.tree = await loadTree(treeGetter, this.treeCid, TREE_CONCURRENCY)
+      this.tree = await loadTree(treeGetter, this.treeCid, { concurrency: TREE_CONCURRENCY, reuse: this.opts.reuse })
     } catch (err) {
       this.cleanup()
       throw err

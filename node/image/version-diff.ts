@@ -17,8 +17,8 @@ export interface VersionDiff {
 }
 
 export async function diffVersions (blocks: BlockGetter, oldTree: CID, newTree: CID): Promise<VersionDiff> {
-  const [a, b] = await Promise.all([loadTree(blocks, oldTree), loadTree(blocks, newTree)])
-  return diffTrees(a, b)
+  const b = await loadTree(blocks, newTree)
+  return diffTrees(await loadTree(blocks, oldTree, { reuse: [b] }), b)
 }
 
 export function diffTrees (a: DirNode, b: DirNode): VersionDiff {

@@ -49,12 +49,13 @@ export class ImageCatalog {
     const b = v.body
     const s: Static = { created: b.created, author: b.author, message: b.message, files: b.stats.files, bytes: b.stats.bytes, chunkBytes: b.stats.chunkBytes, parent: b.parents[0] ?? null, tree: b.tree, delta: null }
     try {
-      const pieces = pieceList(await loadTree(this.agent.store.blocks, b.tree))
+      const tree = await loadTree(this.agent.store.blocks, b.tree)
+      const pieces = pieceList(tree)
       if (s.parent === null) {
         s.delta = { chunks: pieces.length, bytes: pieces.reduce((n, p) => n + p.length, 0) }
       } else {
         const parent = await this.agent.store.getVersion(s.parent)
-        const old = new Set(pieceList(await loadTree(this.agent.store.blocks, parent.body.tree)).map(p => p.cid.toString()))
+        const old = new Set(pieceList(await loadTree(this.agent.store.blocks, parent.body.tree, { reuse: [tree] })).map(p => p.cid.toString()))
         const fresh = pieces.filter(p => !old.has(p.cid.toString()))
         s.delta = { chunks: fresh.length, bytes: fresh.reduce((n, p) => n + p.length, 0) }
       }

@@ -422,7 +422,8 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
   // version lacked, and is another version (deploying the same version again is a repair: scan).
   let oldTree: DirNode | undefined
   if (state.deployed !== undefined && state.inProgress === undefined && state.deployed.kept !== true && !state.deployed.cid.equals(resolved.cid)) {
-    try { oldTree = await loadTree(store.blocks, state.deployed.tree) } catch { oldTree = undefined }
+    // Directories the two versions share are taken from the new tree, not read again.
+    try { oldTree = await loadTree(store.blocks, state.deployed.tree, { reuse: [tree] }) } catch { oldTree = undefined }
   }
   const result: DeployResult = {
     image: body.image, version: body.number, cid: resolved.cid.toString(), target: realTarget, mode: oldTree === undefined ? 'scan' : 'diff',

@@ -17,8 +17,38 @@ export function nameKey (name: Uint8Array): string {
 
 const MAX_DEPTH = 1024
 
+export interface LoadTreeOptions {
+  /** Tree blocks fetched and decoded at once (default 16). */
+  concurrency?: number
+  /**
+   * Trees already in memory (other versions of the image, say): a directory whose block is one
+   * of theirs is taken from them as it is, subtree and all, not read and decoded again. Two
+   * versions of an image share every directory that did not change, so loading one after the
+   * other reads only the changed ones. Loaded trees are never modified, so sharing their nodes
+   * is safe.
+   */
+  reuse?: readonly DirNode[]
+}
+
+/** Every directory of a tree by its block's CID, with the depth of the subtree under it. */
+function dirsByCid (root: DirNode, out = new Map<string, { node: DirNode, height: number }>()): Map<string, { node: DirNode, height: number }> {
+  let height = 0
+  for (const child of root.children.values()) {
+    const k = child.cid.toString()
+    if (!out.has(k)) dirsByCid(child, out)
+    height = Math.max(height, (out.get(k)?.height ?? 0) + 1)
+  }
+  out.set(root.cid.toString(), { node: root, height })
+  return out
+}
+
 /** Fetches and decodes every tree block under root, several at a time. */
-export async function loadTree (getter: BlockGetter, root: CID, concurrency = 16): Promise<DirNode> {
+export async function loadTree (getter: BlockGetter, root: CID, opts: LoadTreeOptions = {}): Promise<DirNode> {
+  const concurrency = opts.concurrency ?? 16
+  const known = new Map<string, { node: DirNode, height: number }>()
+  for (const t of opts.reuse ?? []) if (!known.has(t.cid.toString())) dirsByCid(t, known)
+  const same = known.get(root.toString())
+  if (same !== undefined) return same.node
   const rootNode: DirNode = { cid: root, entries: [], children: new Map() }
   const queue: Array<{ node: DirNode, depth: number }> = [{ node: rootNode, depth: 0 }]
   let active = 0
@@ -39,6 +69,12 @@ export async function loadTree (getter: BlockGetter, root: CID, concurrency = 16
           for (const e of node.entries) {
             if (e.type !== 'dir' || e.tree === undefined) continue
             if (depth + 1 > MAX_DEPTH) throw new ImgmeshError('EBADTREE', 'tree is nested too deeply')
+            const reused = known.get(e.tree.toString())
+            if (reused !== undefined) {
+              if (depth + 1 + reused.height > MAX_DEPTH) throw new ImgmeshError('EBADTREE', 'tree is nested too deeply')
+              node.children.set(nameKey(e.name), reused.node)
+              continue
+            }
             const child: DirNode = { cid: e.tree, entries: [], children: new Map() }
             node.children.set(nameKey(e.name), child)
             queue.push({ node: child, depth: depth + 1 })

@@ -183,3 +183,28 @@ test('a directory taken from a tree in memory still counts for the nesting limit
   for (let i = 0; i < 5; i++) node = node.children.get('d')!
   assert.equal(node, inMemory)
 })
+
+test('a deploy over another version, given both trees, decodes no tree block', async () => {
+  const src = join(work, 'src')
+  const data = join(work, 'data')
+  const store = await ImageStore.open(data)
+  const v1 = await store.resolve('app@1')
+  const v2 = await store.resolve('app@2')
+  const dst = join(work, 'dst-trees')
+  await deploy(store, v1, { target: dst })
+  const t1 = await loadTree(store.blocks, v1.version.body.tree)
+  const t2 = await loadTree(store.blocks, v2.version.body.tree)
+  const dirBlocks = new Set([...treeBlocks(t1), ...treeBlocks(t2)].map(c => c.toString()))
+  // Every tree block the store is asked for, through any getter.
+  const reads: string[] = []
+  const realGet = store.blocks.get.bind(store.blocks)
+  store.blocks.get = async (cid) => { reads.push(cid.toString()); return await realGet(cid) }
+  try {
+    const r = await deploy(store, v2, { target: dst, tree: t2, trees: [t1] })
+    assert.equal(r.mode, 'diff')
+  } finally {
+    store.blocks.get = realGet
+  }
+  assert.deepEqual(reads.filter(k => dirBlocks.has(k)), [])
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+})

@@ -343,7 +343,7 @@ export class Agent {
     this.jobs.set(opts.target, job)
     const timer = setInterval(() => { events?.event({ type: 'progress', ...fetcher.progress() }) }, 500)
     try {
-      job.result = await deploy(this.store, resolved, { ...opts, blocks: fetcher, ...(fetcher.tree === null ? {} : { tree: fetcher.tree }) })
+      job.result = await deploy(this.store, resolved, { ...opts, blocks: fetcher, ...(fetcher.tree === null ? {} : { tree: fetcher.tree }), trees: [...this.trees.values()] })
       job.state = 'done'
       events?.event({ type: 'progress', ...fetcher.progress() })
       return job.result

@@ -120,14 +120,19 @@ export class ImageStore {
       if (state.deployed !== undefined) roots.push(state.deployed.cid)
       if (state.previous !== undefined) roots.push(state.previous.cid)
     }
+    // Versions of an image share most directories: each tree is loaded taking what it shares
+    // with those loaded before, and a version listed twice (a ref and a target) is walked once.
+    const loaded: DirNode[] = []
     for (const cid of roots) {
+      if (keep.has(blockKey(cid))) continue
       keep.add(blockKey(cid))
       let version: SignedVersion
       try { version = await this.getVersion(cid) } catch { continue }
       let tree: DirNode
-      try { tree = await this.loadTree(version.body.tree) } catch (err) {
+      try { tree = await loadTree(this.blocks, version.body.tree, { reuse: loaded }) } catch (err) {
         throw new ImgmeshError('EBADBLOCK', `gc stopped: ${version.body.image}@${version.body.number} has a missing or corrupt tree block (${(err as Error).message}); nothing was removed`)
       }
+      loaded.push(tree)
       for (const c of treeBlocks(tree)) keep.add(blockKey(c))
       for (const { entry } of walkTree(tree)) for (const s of entry.segments ?? []) if (s.cid !== undefined) keep.add(blockKey(s.cid))
     }

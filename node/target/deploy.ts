@@ -71,6 +71,11 @@ export interface DeployOptions {
    * pieces): used when it is the version's tree, instead of decoding every tree block again.
    */
   tree?: DirNode
+  /**
+   * Other trees in memory (an agent keeps the trees of the versions it fetched): the tree of the
+   * version deployed before is taken from them, or its directories are, instead of decoding it.
+   */
+  trees?: readonly DirNode[]
   onProgress?: (p: DeployProgress) => void
 }
 
@@ -423,7 +428,7 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
   let oldTree: DirNode | undefined
   if (state.deployed !== undefined && state.inProgress === undefined && state.deployed.kept !== true && !state.deployed.cid.equals(resolved.cid)) {
     // Directories the two versions share are taken from the new tree, not read again.
-    try { oldTree = await loadTree(store.blocks, state.deployed.tree, { reuse: [tree] }) } catch { oldTree = undefined }
+    try { oldTree = await loadTree(store.blocks, state.deployed.tree, { reuse: [tree, ...opts.trees ?? []] }) } catch { oldTree = undefined }
   }
   const result: DeployResult = {
     image: body.image, version: body.number, cid: resolved.cid.toString(), target: realTarget, mode: oldTree === undefined ? 'scan' : 'diff',

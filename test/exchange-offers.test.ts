@@ -2,7 +2,8 @@
  * A node's offer of a version can be replaced: what its store held of it (an interrupted fetch,
  * scanned on demand) gives way to a fetch's live offer once the fetch resumes. A peer told of the
  * first must go on hearing of the pieces the second gains. And a fetch stopped while its tree is
- * loading ends at once. Two real libp2p nodes on loopback.
+ * loading ends at once; a fetch given a tree in memory still brings every tree block into its
+ * store. Two real libp2p nodes on loopback.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -19,6 +20,9 @@ import { BlockStore } from '../node/store/block-store.ts'
 import { BlockExchange, type HaveEvent, type Offer } from '../node/exchange/block-exchange.ts'
 import { Bitfield } from '../node/fetch/bitfield.ts'
 import { VersionFetcher } from '../node/exchange/version-fetcher.ts'
+import { loadTree } from '../node/tree/tree-loader.ts'
+import { encodeTree, type TreeEntry } from '../protocols/tree.ts'
+import { DAG_CBOR_CODE } from '../node/store/cid.ts'
 
 const cid = (codec: number): CID => CID.createV1(codec, Digest.create(0x12, new Uint8Array(randomBytes(32))))
 
@@ -96,6 +100,50 @@ test('a peer told of a stored part of a version hears of the pieces a resumed fe
     fetcher.stop()
     await assert.rejects(preparing, (err: Error & { code?: string }) => err.code === 'EABORTED')
     assert.ok(Date.now() - t < 1000, `prepare() ended ${Date.now() - t} ms after stop()`)
+  } finally {
+    for (const ex of exchanges) await ex.stop().catch(() => {})
+    for (const n of nodes) await n.stop().catch(() => {})
+    await rm(work, { recursive: true, force: true })
+  }
+})
+
+test('a fetch that takes directories from a tree in memory whose blocks are not in its store fetches them', { timeout: 30_000 }, async () => {
+  const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
+  const nodes: SwarmNode[] = []
+  const exchanges: BlockExchange[] = []
+  try {
+    const clusterKey = generateClusterKey()
+    const a = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    nodes.push(a)
+    const b = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    nodes.push(b)
+    const storeA = new BlockStore(join(work, 'a'))
+    await storeA.open()
+    const storeB = new BlockStore(join(work, 'b'))
+    await storeB.open()
+    // Node a holds a version: a root directory, a subdirectory, a file of two chunks in it.
+    const chunks = [randomBytes(40_000), randomBytes(30_000)].map(bytes => storeA.putSync(bytes).cid)
+    const meta = { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }
+    const file: TreeEntry = { ...meta, name: new Uint8Array(Buffer.from('f')), type: 'file', mode: 0o644, size: 70_000, segments: [{ length: 40_000, cid: chunks[0] }, { length: 30_000, cid: chunks[1] }] }
+    const sub = storeA.putSync(encodeTree([file]), DAG_CBOR_CODE).cid
+    const root = storeA.putSync(encodeTree([{ ...meta, name: new Uint8Array(Buffer.from('sub')), type: 'dir', tree: sub }]), DAG_CBOR_CODE).cid
+    const version = cid(0x71)
+    const exA = new BlockExchange(a.libp2p, storeA, async (v) => v.equals(version) ? offerOf(version, chunks, [0, 1]) : null)
+    const exB = new BlockExchange(b.libp2p, storeB, async () => null)
+    exchanges.push(exA, exB)
+    await exA.start()
+    await exB.start()
+    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+
+    // b has the tree in memory (loaded from a's store), but none of its blocks.
+    const inMemory = await loadTree(storeA, root)
+    const fetcher = new VersionFetcher(exB, storeB, version, root, { candidates: () => [a.libp2p.peerId.toString()], reuse: [inMemory] })
+    await fetcher.prepare()
+    fetcher.start()
+    await fetcher.done
+    for (const c of [root, sub, ...chunks]) assert.equal(await storeB.has(c), true, `${c.toString()} in b's store`)
+    assert.deepEqual(Buffer.from(await storeB.get(chunks[1])), Buffer.from(await storeA.get(chunks[1])))
+    fetcher.stop()
   } finally {
     for (const ex of exchanges) await ex.stop().catch(() => {})
     for (const n of nodes) await n.stop().catch(() => {})

@@ -15,7 +15,7 @@ import { DEFAULT_MAX_IN_FLIGHT } from '../fetch/peer-rates.ts'
 import { VersionSync, type LearntVersion } from './version-sync.ts'
 import { SuperSeed } from '../fetch/super-seed.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
-import { loadTree, pieceList, type DirNode } from '../tree/tree-loader.ts'
+import { loadTree, pieceList, treeBlocks, type DirNode } from '../tree/tree-loader.ts'
 import { deploy, type DeployOptions, type DeployResult } from '../target/deploy.ts'
 import { startControlServer, type ControlServer, type EventSink } from '../control/control-api.ts'
 import { UpdateManager } from './updates.ts'
@@ -206,7 +206,12 @@ export class Agent {
     let tree: CID
     try { tree = (await this.store.getVersion(version)).body.tree } catch { return null }
     let pieces
-    try { pieces = pieceList(await loadTree(this.store.blocks, tree, { reuse: [...this.trees.values()] })) } catch { return null }
+    try {
+      const root = await loadTree(this.store.blocks, tree, { reuse: [...this.trees.values()] })
+      // An offer is a version whose blocks are all here, tree blocks taken from memory included.
+      for (const cid of treeBlocks(root)) if (!(await this.store.blocks.has(cid))) return null
+      pieces = pieceList(root)
+    } catch { return null }
     const have = new Bitfield(pieces.length)
     for (let i = 0; i < pieces.length; i++) if (await this.store.blocks.has(pieces[i].cid)) have.set(i)
     const index = new Map<string, number>()

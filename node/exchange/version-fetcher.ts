@@ -10,11 +10,16 @@ import type { BlockExchange, HaveEvent, Offer } from './block-exchange.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
 import { PieceScheduler } from '../fetch/piece-scheduler.ts'
 import { PeerRates, DEFAULT_MAX_IN_FLIGHT } from '../fetch/peer-rates.ts'
-import { loadTree, pieceList, type DirNode } from '../tree/tree-loader.ts'
+import { loadTree, pieceList, treeBlocks, type DirNode } from '../tree/tree-loader.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('fetch')
+
+async function allHere (store: BlockStore, cids: CID[]): Promise<boolean> {
+  for (const cid of cids) if (!(await store.has(cid))) return false
+  return true
+}
 const REQUEST_TIMEOUT_MS = 20_000
 /** A tree block asked of a holder that has not come in this time is asked of another holder. */
 const TREE_REQUEST_TIMEOUT_MS = 5000
@@ -133,6 +138,11 @@ export class VersionFetcher implements BlockGetter {
     }
     try {
       this.tree = await loadTree(treeGetter, this.treeCid, { concurrency: TREE_CONCURRENCY, reuse: this.opts.reuse })
+      // A directory taken from memory must be in the store too (it is served, and deploys and
+      // verify read it there); one collected meanwhile by a gc in another process is fetched.
+      if ((this.opts.reuse?.length ?? 0) > 0 && !(await allHere(this.store, treeBlocks(this.tree)))) {
+        this.tree = await loadTree(treeGetter, this.treeCid, { concurrency: TREE_CONCURRENCY })
+      }
     } catch (err) {
       this.cleanup()
       throw err

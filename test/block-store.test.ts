@@ -22,6 +22,18 @@ after(async () => { await rm(work, { recursive: true, force: true }) })
 const STORE = fileURLToPath(new URL('../node/store/block-store.ts', import.meta.url))
 const isRoot = (): boolean => process.getuid?.() === 0
 
+/** Runs `use` with a fresh tmpfs of `size` mounted at work/name, unmounted after even on failure. */
+async function withTmpfs (name: string, size: string, use: (mnt: string) => Promise<void>): Promise<void> {
+  const mnt = join(work, name)
+  await mkdir(mnt)
+  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]).status, 0)
+  try {
+    await use(mnt)
+  } finally {
+    spawnSync('umount', ['-l', mnt])
+  }
+}
+
 async function packs (dir: string): Promise<string[]> {
   return (await readdir(dir)).filter(n => n.endsWith('.pack'))
 }
@@ -43,6 +55,8 @@ test('a block another process stored is found without reopening the store', asyn
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: fileURLToPath(new URL('..', import.meta.url)) })
   assert.equal(r.status, 0, r.stderr)
   assert.equal(await store.has(cid), true)
+  assert.equal(await store.hasAll([myCid, cid]), true)
+  assert.equal(await store.hasAll([myCid, cidFor(randomBytes(10))]), false)
   assert.deepEqual(Buffer.from(await store.get(cid)), theirs)
   assert.equal((await packs(dir)).length, 2)
 })
@@ -116,10 +130,7 @@ test('gc deletes packs of unreferenced blocks, rewrites mixed packs, and what it
 })
 
 test('a full disk fails a put with ENOSPC and every block stored before stays readable', { skip: !isRoot() && 'needs root to mount tmpfs' }, async () => {
-  const mnt = join(work, 'full')
-  await mkdir(mnt)
-  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status, 0)
-  try {
+  await withTmpfs('full', '1m', async (mnt) => {
     const store = new BlockStore(join(mnt, 'blocks'))
     await store.open()
     const stored: Array<[ReturnType<typeof cidFor>, Buffer]> = []
@@ -136,17 +147,12 @@ test('a full disk fails a put with ENOSPC and every block stored before stays re
     for (const [cid, b] of stored) assert.deepEqual(Buffer.from(await fresh.get(cid)), b)
     store.close()
     fresh.close()
-  } finally {
-    spawnSync('umount', ['-l', mnt])
-  }
+  })
 })
 
 test('a store on tmpfs reads synchronously: blocks plain and compressed read back checked, a corrupt one is EBADBLOCK', { skip: !isRoot() && 'needs root to mount tmpfs' }, async () => {
   const { nativeFs } = await import('../node/native/fsx.ts')
-  const mnt = join(work, 'memory')
-  await mkdir(mnt)
-  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]).status, 0)
-  try {
+  await withTmpfs('memory', '8m', async (mnt) => {
     const store = new BlockStore(join(mnt, 'blocks'))
     await store.open()
     assert.equal(store.inMemory, true)
@@ -174,9 +180,7 @@ test('a store on tmpfs reads synchronously: blocks plain and compressed read bac
     await onDisk.open()
     assert.equal(onDisk.inMemory, (spawnSync('stat', ['-f', '-c', '%T', work], { encoding: 'utf8' }).stdout.trim() === 'tmpfs'))
     onDisk.close()
-  } finally {
-    spawnSync('umount', ['-l', mnt])
-  }
+  })
 })
 
 test('a read that never waits: whole block from the page cache, short at the end of the file, 0 past it, EBADF on a closed fd', async () => {

@@ -209,7 +209,7 @@ export class Agent {
     try {
       const root = await loadTree(this.store.blocks, tree, { reuse: [...this.trees.values()] })
       // An offer is a version whose blocks are all here, tree blocks taken from memory included.
-      for (const cid of treeBlocks(root)) if (!(await this.store.blocks.has(cid))) return null
+      if (!(await this.store.blocks.hasAll(treeBlocks(root)))) return null
       pieces = pieceList(root)
     } catch { return null }
     const have = new Bitfield(pieces.length)

@@ -15,11 +15,6 @@ import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
 
 const log = createLogger('fetch')
-
-async function allHere (store: BlockStore, cids: CID[]): Promise<boolean> {
-  for (const cid of cids) if (!(await store.has(cid))) return false
-  return true
-}
 const REQUEST_TIMEOUT_MS = 20_000
 /** A tree block asked of a holder that has not come in this time is asked of another holder. */
 const TREE_REQUEST_TIMEOUT_MS = 5000
@@ -140,7 +135,7 @@ export class VersionFetcher implements BlockGetter {
       this.tree = await loadTree(treeGetter, this.treeCid, { concurrency: TREE_CONCURRENCY, reuse: this.opts.reuse })
       // A directory taken from memory must be in the store too (it is served, and deploys and
       // verify read it there); one collected meanwhile by a gc in another process is fetched.
-      if ((this.opts.reuse?.length ?? 0) > 0 && !(await allHere(this.store, treeBlocks(this.tree)))) {
+      if ((this.opts.reuse?.length ?? 0) > 0 && !(await this.store.hasAll(treeBlocks(this.tree)))) {
         this.tree = await loadTree(treeGetter, this.treeCid, { concurrency: TREE_CONCURRENCY })
       }
     } catch (err) {

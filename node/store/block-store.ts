@@ -173,6 +173,12 @@ export class BlockStore implements BlockGetter {
 
   async has (cid: CID): Promise<boolean> { return this.find(blockKey(cid)) !== undefined }
 
+  /** Whether every one of these blocks is here. */
+  async hasAll (cids: Iterable<CID>): Promise<boolean> {
+    for (const cid of cids) if (this.find(blockKey(cid)) === undefined) return false
+    return true
+  }
+
   /**
    * Reads a block and checks its hash. Missing: ENOBLOCK. Corrupt: EBADBLOCK. What the page
    * cache holds is copied at once (a read that never waits for the disk: no thread-pool round

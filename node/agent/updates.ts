@@ -273,7 +273,7 @@ export class UpdateManager {
     // The base, then this node's overrides, then its templates.
     const composed = await compose(this.d.store, resolved, overrides, this.d.facts, tree)
     this.lastOverrides = composed.overrides
-    const composedTree = composed.resolved === resolved ? tree : await loadTree(this.d.store.blocks, composed.resolved.version.body.tree)
+    const composedTree = composed.resolved === resolved ? tree : await loadTree(this.d.store.blocks, composed.resolved.version.body.tree, { reuse: [tree] })
     const env = { IMGMESH_TARGET: target, IMGMESH_IMAGE: body.image, IMGMESH_VERSION: String(body.number), IMGMESH_HOST: hostname() }
     const logFile = join(this.d.store.dataDir, 'hooks.log')
     const stagingDir = this.hookStaging

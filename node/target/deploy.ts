@@ -427,7 +427,8 @@ export async function deploy (store: ImageStore, resolved: ResolvedVersion, opts
   // version lacked, and is another version (deploying the same version again is a repair: scan).
   let oldTree: DirNode | undefined
   if (state.deployed !== undefined && state.inProgress === undefined && state.deployed.kept !== true && !state.deployed.cid.equals(resolved.cid)) {
-    // Directories the two versions share are taken from the new tree, not read again.
+    // Taken from the trees in memory (the new one, and those the caller holds) where it can be,
+    // whole or the directories it shares with them; only the rest is read and decoded.
     try { oldTree = await loadTree(store.blocks, state.deployed.tree, { reuse: [tree, ...opts.trees ?? []] }) } catch { oldTree = undefined }
   }
   const result: DeployResult = {

@@ -40,25 +40,31 @@ function heldIn (e: HaveEvent): number[] {
   return Array.from({ length: e.pieceCount }, (_, i) => i).filter(i => b.has(i))
 }
 
+/** Two nodes of one cluster on loopback (stopped by the caller through `nodes`), each with a block store. */
+async function twoNodes (work: string, nodes: SwarmNode[]): Promise<{ a: SwarmNode, b: SwarmNode, storeA: BlockStore, storeB: BlockStore }> {
+  const clusterKey = generateClusterKey()
+  const a = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+  nodes.push(a)
+  const b = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+  nodes.push(b)
+  const storeA = new BlockStore(join(work, 'a'))
+  await storeA.open()
+  const storeB = new BlockStore(join(work, 'b'))
+  await storeB.open()
+  return { a, b, storeA, storeB }
+}
+
 test('a peer told of a stored part of a version hears of the pieces a resumed fetch adds; a stopped tree load ends', { timeout: 30_000 }, async () => {
   const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
   const nodes: SwarmNode[] = []
   const exchanges: BlockExchange[] = []
   try {
-    const clusterKey = generateClusterKey()
-    const a = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    nodes.push(a)
-    const b = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    nodes.push(b)
+    const { a, b, storeA, storeB } = await twoNodes(work, nodes)
     const version = cid(0x71)
     const pieces = Array.from({ length: 16 }, () => cid(0x55))
     // Node a holds piece 0 from an earlier, interrupted fetch: each ask scans the store anew.
     let live: Offer | null = null
     const source = async (v: CID): Promise<Offer | null> => v.equals(version) ? (live ?? offerOf(version, pieces, [0])) : null
-    const storeA = new BlockStore(join(work, 'a'))
-    await storeA.open()
-    const storeB = new BlockStore(join(work, 'b'))
-    await storeB.open()
     const exA = new BlockExchange(a.libp2p, storeA, source)
     const exB = new BlockExchange(b.libp2p, storeB, async () => null)
     exchanges.push(exA, exB)
@@ -112,15 +118,7 @@ test('a fetch that takes directories from a tree in memory whose blocks are not 
   const nodes: SwarmNode[] = []
   const exchanges: BlockExchange[] = []
   try {
-    const clusterKey = generateClusterKey()
-    const a = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    nodes.push(a)
-    const b = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    nodes.push(b)
-    const storeA = new BlockStore(join(work, 'a'))
-    await storeA.open()
-    const storeB = new BlockStore(join(work, 'b'))
-    await storeB.open()
+    const { a, b, storeA, storeB } = await twoNodes(work, nodes)
     // Node a holds a version: a root directory, a subdirectory, a file of two chunks in it.
     const chunks = [randomBytes(40_000), randomBytes(30_000)].map(bytes => storeA.putSync(bytes).cid)
     const meta = { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }

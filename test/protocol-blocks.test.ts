@@ -12,6 +12,7 @@ import {
   readMessages, writeMessage, type BlocksMessage, type Block
 } from '../protocols/blocks/messages.ts'
 import { encodeVarint } from '../protocols/blocks/frame.ts'
+import { MAX_CIDS, cidTableSize } from '../protocols/blocks/cid-table.ts'
 
 const RAW = 0x55
 const DAG_CBOR = 0x71
@@ -146,6 +147,40 @@ test('malformed frames are EPROTOCOL', () => {
   const whole = concat(encode(samples[4]))
   assert.throws(() => decodeAll(whole.subarray(0, whole.length - 1)), isProtocolError)
   assert.throws(() => decodeAll(new Uint8Array([0x85])), isProtocolError)
+})
+
+test('CIDs read off the wire: one instance per distinct CID, equal to decoding it; refused ones are never kept; the table is bounded', () => {
+  const frame = (body: number[] | Uint8Array): Uint8Array => concat([encodeVarint(body.length), Uint8Array.from(body)])
+  const a = randomCid()
+  const b = randomCid(DAG_CBOR)
+  const cancel = (...cids: CID[]): Uint8Array => concat(encode({ type: 'cancel', cids }))
+  const first = decodeAll(cancel(a, b))[0]
+  const again = decodeAll(cancel(b, a), [7, 20, 41])[0]
+  assert.ok(first.type === 'cancel' && again.type === 'cancel')
+  assert.ok(first.cids[0].equals(a) && first.cids[1].equals(b))
+  assert.equal(first.cids[0].toString(), a.toString())
+  // the same bytes, whole or split across chunks, give the same instance
+  assert.equal(again.cids[1], first.cids[0])
+  assert.equal(again.cids[0], first.cids[1])
+  // the instance does not pin the receive buffer
+  assert.equal(first.cids[0].bytes.byteOffset, 0)
+  assert.equal(first.cids[0].bytes.buffer.byteLength, a.bytes.length)
+  // bytes refused once are refused every time (nothing was kept for them)
+  const v0 = frame([MessageType.CANCEL, 1, 34, 0x12, 0x20, ...new Uint8Array(32)])
+  const bad = frame([MessageType.CANCEL, 1, 4, 1, 2, 3, 4])
+  for (let i = 0; i < 3; i++) {
+    assert.throws(() => decodeAll(v0), isProtocolError)
+    assert.throws(() => decodeAll(bad), isProtocolError)
+  }
+  // bounded: past MAX_CIDS distinct CIDs the table starts again, and decoding stays right
+  for (let n = 0; n <= MAX_CIDS; n += 2048) {
+    const cids = Array.from({ length: 2048 }, () => randomCid())
+    const got = decodeAll(cancel(...cids))[0]
+    assert.ok(got.type === 'cancel' && got.cids.every((c, i) => c.equals(cids[i])))
+    assert.ok(cidTableSize() <= MAX_CIDS)
+  }
+  const late = decodeAll(cancel(a))[0]
+  assert.ok(late.type === 'cancel' && late.cids[0].equals(a))
 })
 
 const cidArb = fc.tuple(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.constantFrom(RAW, DAG_CBOR))

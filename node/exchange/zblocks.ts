@@ -28,12 +28,13 @@
  */
 import { zstdCompress, constants as zc } from 'node:zlib'
 import type { Uint8ArrayList } from 'uint8arraylist'
-import { CID } from 'multiformats/cid'
+import type { CID } from 'multiformats/cid'
 import type { MessageStream } from '@libp2p/interface'
 import { Cursor, protocolError, readFrames, varintLength, writeVarint } from '../../protocols/blocks/frame.ts'
 import { nativeZstd } from '../native/zstd.ts'
 import { BLOCK_LEVEL, CAN_DEFLATE, ZstdFrameError, MIN_COMPRESS, deflateBlock, frameContentSize, inflateFrame, worthFraming } from '../store/zstd-frame.ts'
-import { MAX_BLOCK_SIZE, MAX_CID_LENGTH, MAX_FRAME_SIZE, MAX_LIST_LENGTH, MAX_REQUEST_ID, decodeMessage, type BlocksMessage } from '../../protocols/blocks/messages.ts'
+import { readCid } from '../../protocols/blocks/cid-table.ts'
+import { MAX_BLOCK_SIZE, MAX_FRAME_SIZE, MAX_LIST_LENGTH, MAX_REQUEST_ID, decodeMessage, type BlocksMessage } from '../../protocols/blocks/messages.ts'
 
 export { frameContentSize }
 
@@ -76,14 +77,6 @@ export function zblockSize (blocks: Array<{ cid: CID, bytes: number }>): number 
   let n = 1 + 5 + varintLength(blocks.length)
   for (const b of blocks) n += varintLength(b.cid.bytes.length) + b.cid.bytes.length + varintLength(b.bytes) + b.bytes
   return n
-}
-
-function readCid (c: Cursor): CID {
-  const bytes = c.take(c.varint(MAX_CID_LENGTH)).slice()
-  let cid: CID
-  try { cid = CID.decode(bytes) } catch (err) { throw protocolError(`bad CID (${(err as Error).message})`) }
-  if (cid.version !== 1) throw protocolError('only CIDv1 is accepted')
-  return cid
 }
 
 function decodeZBlocks (body: Uint8ArrayList): ZBlockMessage {

@@ -29,13 +29,14 @@ import { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { AbortOptions, MessageStream } from '@libp2p/interface'
 import { Cursor, FrameDecoder, protocolError, readFrames, sendParts, varintLength, writeVarint } from './frame.ts'
+import { MAX_CID_LENGTH, readCid } from './cid-table.ts'
 
 export const BLOCKS_PROTOCOL = '/imgmesh/blocks/1.0.0'
 /** Largest block carried (content chunks are at most 256 KiB; tree blocks may be larger). */
 export const MAX_BLOCK_SIZE = 4 * 1024 * 1024
 /** Largest frame body: one maximal block plus room for headers. */
 export const MAX_FRAME_SIZE = MAX_BLOCK_SIZE + 64 * 1024
-export const MAX_CID_LENGTH = 128
+export { MAX_CID_LENGTH }
 /** Most CIDs in one WANT / DONT_HAVE / CANCEL and most blocks in one BLOCK message. */
 export const MAX_LIST_LENGTH = 16384
 /** Most pieces a version may have (a bitmap of 4 MiB). */
@@ -232,20 +233,6 @@ export function packBlocks (blocks: Block[], id = 0, maxBytes = MAX_FRAME_SIZE):
 }
 
 // ---------------------------------------------------------------------------------- decoding
-
-function readCid (c: Cursor): CID {
-  const n = c.varint(MAX_CID_LENGTH)
-  // copy: a CID is kept (want lists, maps) and must not pin the receive buffer
-  const bytes = c.take(n).slice()
-  let cid: CID
-  try {
-    cid = CID.decode(bytes)
-  } catch (err) {
-    throw protocolError(`bad CID (${(err as Error).message})`)
-  }
-  if (cid.version !== 1) throw protocolError('only CIDv1 is accepted')
-  return cid
-}
 
 function readCids (c: Cursor): CID[] {
   const n = c.varint(MAX_LIST_LENGTH)

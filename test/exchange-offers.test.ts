@@ -148,3 +148,62 @@ test('a fetch that takes directories from a tree in memory whose blocks are not 
     await rm(work, { recursive: true, force: true })
   }
 })
+
+test('HAVE pacing: news waits while the peer can ask us for enough, and goes out once it cannot or a batch gathered', { timeout: 30_000 }, async () => {
+  const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
+  const nodes: SwarmNode[] = []
+  const exchanges: BlockExchange[] = []
+  try {
+    const { a, b, storeA, storeB } = await twoNodes(work, nodes)
+    const version = cid(0x71)
+    const pieces = Array.from({ length: 200 }, () => cid(0x55))
+    // a holds pieces 0..49; news waits while b can ask a for 8 or more, or until 4 gathered.
+    const offer = offerOf(version, pieces, Array.from({ length: 50 }, (_, i) => i))
+    const exA = new BlockExchange(a.libp2p, storeA, async (v) => v.equals(version) ? offer : null, { havePacing: { enough: 8, batch: 4, maxWaitMs: 60_000 } })
+    const exB = new BlockExchange(b.libp2p, storeB, async () => null)
+    exchanges.push(exA, exB)
+    await exA.start()
+    await exB.start()
+    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+    const heard = new Set<number>()
+    let messages = 0
+    exB.onHave(version, (e) => { messages++; for (const i of heldIn(e)) heard.add(i) })
+    const until = async (what: string, ok: () => boolean): Promise<void> => {
+      const end = Date.now() + 5000
+      while (!ok()) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+    }
+    const A = a.libp2p.peerId.toString()
+    const have = offer.have as Bitfield
+    await exB.askHave(A, version, 200, { kind: 'bitmap', bitmap: new Bitfield(200).bytes })
+    await until('the first answer', () => heard.size === 50)
+    const answered = messages
+
+    // b can ask a for 50 pieces: three new ones wait (turns every 100 ms)...
+    for (const i of [100, 101, 102]) have.set(i)
+    await new Promise(resolve => setTimeout(resolve, 600))
+    assert.equal(heard.has(100), false, 'news waited')
+    assert.equal(messages, answered)
+    // ...until a fourth makes a batch.
+    have.set(103)
+    await until('the batch', () => [100, 101, 102, 103].every(i => heard.has(i)))
+    assert.equal(messages, answered + 1, 'one HAVE for the batch')
+
+    // b now says it holds 0..49 and 100..103 (asking again): it can ask a for nothing, so news goes out at once.
+    const mine = new Bitfield(200)
+    for (let i = 0; i < 50; i++) mine.set(i)
+    for (const i of [100, 101, 102, 103]) mine.set(i)
+    await exB.askHave(A, version, 200, { kind: 'bitmap', bitmap: mine.bytes })
+    await until('the answer to the second ask', () => messages >= answered + 2)
+    const before = messages
+    have.set(150)
+    await until('piece 150', () => heard.has(150))
+    assert.equal(messages, before + 1)
+  } finally {
+    for (const ex of exchanges) await ex.stop().catch(() => {})
+    for (const n of nodes) await n.stop().catch(() => {})
+    await rm(work, { recursive: true, force: true })
+  }
+})

@@ -33,3 +33,30 @@ test('bounded: huge piece lists are not tracked, only the last versions per peer
   assert.ok(p.has('a', `v${last}`, 8, last % 8))
   assert.ok(!p.has('a', 'v0', 8, 0), 'the oldest version was dropped')
 })
+
+test('countLacking: the pieces of a set a peer is not known to hold', () => {
+  const p = new PeerPieces()
+  const told = new Bitfield(70)
+  for (const i of [0, 3, 9, 40, 63, 64, 69]) told.set(i)
+  assert.equal(p.countLacking('a', 'v1', told), 7, 'nothing known of the peer: it lacks all of them')
+  p.note('a', 'v1', 70, { kind: 'indexes', indexes: [3, 40, 41, 69] })
+  assert.equal(p.countLacking('a', 'v1', told), 4)
+  assert.equal(p.countLacking('a', 'v1', new Bitfield(70)), 0)
+  assert.equal(p.countLacking('a', 'v1', Bitfield.full(70)), 66)
+  const other = new Bitfield(71); other.set(0); other.set(3)
+  assert.equal(p.countLacking('a', 'v1', other), 2, 'another piece count is another piece list: nothing known')
+  p.note('a', 'v1', 70, { kind: 'all' })
+  assert.equal(p.countLacking('a', 'v1', told), 0)
+})
+
+test('HAVE pacing: news waits only while the peer can ask us for enough, and never past the longest wait', async () => {
+  const { haveDue, HAVE_PACING } = await import('../node/fetch/have-pacing.ts')
+  const { enough, batch, maxWaitMs } = HAVE_PACING
+  assert.equal(haveDue(0, 0, 10_000), false, 'no news, nothing to send')
+  assert.equal(haveDue(1, enough - 1, 0), true, 'a peer short of pieces to ask us for hears at once')
+  assert.equal(haveDue(1, enough, 0), false, 'a peer with enough to ask for waits')
+  assert.equal(haveDue(batch - 1, 10 * enough, maxWaitMs - 1), false)
+  assert.equal(haveDue(batch, 10 * enough, 0), true, 'a full batch goes out')
+  assert.equal(haveDue(1, 10 * enough, maxWaitMs), true, 'the longest wait has passed')
+  assert.equal(haveDue(3, 5, 0, { enough: 4, batch: 100, maxWaitMs: 1000 }), false, 'settings are the caller\'s')
+})

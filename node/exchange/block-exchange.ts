@@ -15,6 +15,7 @@ import { BLOCKS_PROTOCOL, encode, packBlocks, readMessages, type Block, type Blo
 import { sendParts } from '../../protocols/blocks/frame.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
 import type { SuperSeed } from '../fetch/super-seed.ts'
+import { HAVE_PACING, haveDue, type HavePacing } from '../fetch/have-pacing.ts'
 import { ImgmeshError } from '../errors.ts'
 import { RateLimit } from './rate-limit.ts'
 import { BlockCache } from './block-cache.ts'
@@ -108,8 +109,13 @@ class ClientSession {
   id (): number { this.nextId = (this.nextId + 1) % 0xffff_fff0; return this.nextId }
 }
 
+/** Whether an offer is super-seeded now (it shows each peer a few unsent pieces). */
+function seeding (offer: Offer): boolean {
+  return offer.superSeed !== undefined && !offer.superSeed.finished
+}
+
 function seedingAny (watching: Map<string, { offer: Offer }>): boolean {
-  for (const { offer } of watching.values()) if (offer.superSeed !== undefined && !offer.superSeed.finished) return true
+  for (const { offer } of watching.values()) if (seeding(offer)) return true
   return false
 }
 
@@ -124,6 +130,8 @@ export class BlockExchange {
   private readonly servedStreams = new Set<Stream>()
   /** Per served peer: sends the HAVEs its peer has not heard yet; run together every HAVE_UPDATE_MS. */
   private readonly haveFlushers = new Set<() => void>()
+  /** When HAVE news to a peer may wait (have-pacing.ts). */
+  private readonly havePacing: Readonly<HavePacing>
   private haveTimer: NodeJS.Timeout | undefined
   /** Per version: served peers that asked while we had nothing of it (told when we have an offer). */
   private readonly interested = new Map<string, Set<(version: CID) => void>>()
@@ -159,7 +167,7 @@ export class BlockExchange {
   readonly messagesSent: Record<string, number> = {}
   readonly messagesReceived: Record<string, number> = {}
 
-  constructor (libp2p: SwarmLibp2p, store: BlockStore, offerSource: OfferSource, opts: { uploadBytesPerSecond?: number, cacheBytes?: number, compress?: boolean } = {}) {
+  constructor (libp2p: SwarmLibp2p, store: BlockStore, offerSource: OfferSource, opts: { uploadBytesPerSecond?: number, cacheBytes?: number, compress?: boolean, havePacing?: Readonly<HavePacing> } = {}) {
     this.libp2p = libp2p
     this.store = store
     this.offerSource = offerSource
@@ -168,6 +176,7 @@ export class BlockExchange {
     this.zcache = new BlockCache(this.cache.maxBytes * ZCACHE_SHARE)
     this.compress = opts.compress ?? (ZSTD_AVAILABLE && process.env.IMGMESH_WIRE_COMPRESSION !== 'off')
     this.uploadLimit = opts.uploadBytesPerSecond === undefined || opts.uploadBytesPerSecond <= 0 ? null : new RateLimit(opts.uploadBytesPerSecond)
+    this.havePacing = opts.havePacing ?? HAVE_PACING
   }
 
   async start (): Promise<void> {
@@ -399,10 +408,10 @@ export class BlockExchange {
     const queue: CID[] = []
     const cancelled = new Set<string>()
     /**
-     * Per version: the offer, what this peer was told of it (a copy, or all), and which bitfield
-     * (and at which of its changes) the last HAVE turn looked at.
+     * Per version: the offer, what this peer was told of it (a copy, or all), which bitfield (and
+     * at which of its changes) the last HAVE turn looked at, and since when news has waited.
      */
-    const watching = new Map<string, { offer: Offer, told: Bitfield | null, toldAll: boolean, seen?: Bitfield, seenChanges?: number }>()
+    const watching = new Map<string, { offer: Offer, told: Bitfield | null, toldAll: boolean, seen?: Bitfield, seenChanges?: number, waitingSince?: number }>()
     const waker: { wake: (() => void) | null } = { wake: null }
     let ended = false
     const send = async (msg: BlocksMessage): Promise<void> => { countMessage(this.messagesSent, msg.type); await sendParts(stream, encode(msg)) }
@@ -425,8 +434,10 @@ export class BlockExchange {
     // Tell watchers what changed since the last HAVE: the pieces we got, or the growth of a
     // super-seeded offer, as a list of indexes (a bitmap when that is shorter, `all` at the end).
     // Pieces the peer told us it holds are left out (peer-pieces.ts); a peer holding everything
-    // hears nothing more.
+    // hears nothing more. News of pieces we got waits while the peer can already ask us for
+    // enough (have-pacing.ts); a super-seeded offer's growth goes out at once.
     const flushHave = (): void => {
+      const now = Date.now()
       for (const [key, w] of watching) {
         if (w.toldAll || w.told === null) continue
         const pieceCount = w.offer.pieces.length
@@ -438,27 +449,31 @@ export class BlockExchange {
           send({ type: 'have', version: w.offer.version, pieceCount, have: { kind: 'all' } }).catch(() => {})
           continue
         }
-        // Nothing set or cleared since the last turn: the scan would find nothing new.
+        // Nothing set or cleared since the last turn that looked: the scan would find nothing new.
         if (w.seen === cur && w.seenChanges === cur.changes) continue
-        w.seen = cur
-        w.seenChanges = cur.changes
         const told = w.told
+        const news: number[] = []
         const fresh: number[] = []
         const a = cur.bytes
         const b = told.bytes
-        let changed = false
         for (let k = 0; k < a.length; k++) {
           const d = a[k] & ~b[k]
           if (d === 0) continue
-          changed = true
           for (let bit = 0; bit < 8; bit++) {
-            const i = k * 8 + bit
             if ((d & (0x80 >> bit)) === 0) continue
-            told.set(i)
+            const i = k * 8 + bit
+            news.push(i)
             if (!this.peerPieces.has(peer, key, pieceCount, i)) fresh.push(i)
           }
         }
-        if (!changed) continue
+        if (fresh.length > 0 && !seeding(w.offer)) {
+          w.waitingSince ??= now
+          if (!haveDue(fresh.length, this.peerPieces.countLacking(peer, key, told), now - w.waitingSince, this.havePacing)) continue
+        }
+        for (const i of news) told.set(i)
+        w.seen = cur
+        w.seenChanges = cur.changes
+        w.waitingSince = undefined
         if (fresh.length === 0) continue
         const have = fresh.length * 2 > a.length ? { kind: 'bitmap' as const, bitmap: told.bytes.slice() } : { kind: 'indexes' as const, indexes: fresh }
         send({ type: 'have', version: w.offer.version, pieceCount, have }).catch(() => {})

@@ -59,5 +59,20 @@ export class PeerPieces {
     return known.size === pieceCount && known.has(i)
   }
 
+  /** How many pieces of `set` (of a version of set.size pieces) peer is not known to hold. */
+  countLacking (peer: string, version: string, set: Bitfield): number {
+    const known = this.byPeer.get(peer)?.get(version)
+    if (known === 'all') return 0
+    if (known === undefined || known.size !== set.size) return set.cardinality
+    const a = set.bytes
+    const b = known.bytes
+    let n = 0
+    for (let k = 0; k < a.length; k++) {
+      let d = a[k] & ~b[k]
+      while (d !== 0) { d &= d - 1; n++ }
+    }
+    return n
+  }
+
   forget (peer: string): void { this.byPeer.delete(peer) }
 }

@@ -82,3 +82,17 @@ test('the measured wire shares are read and checked', () => {
     rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('HAVE pacing (the agent\'s have-pacing.ts) sends fewer HAVEs, and every client still finishes', () => {
+  const cfg: SimConfig = { clients: 12, upBps: 50e6, downBps: 50e6, imageBytes: 16 * 1024 * 1024, seed: 3 }
+  const paced = simulate(cfg)
+  const eager = simulate({ ...cfg, havePacing: null })
+  const lax = simulate({ ...cfg, havePacing: { enough: 1, batch: 1_000_000, maxWaitMs: 1_000_000 } })
+  for (const r of [paced, eager, lax]) assert.equal(r.finished, 12)
+  assert.ok(paced.havesPerClient < eager.havesPerClient, `${paced.havesPerClient} HAVEs per client paced, ${eager.havesPerClient} not`)
+  assert.ok(eager.havesPerClient > 0)
+  // news waits at most maxWaitMs: with a watcher that always has enough, HAVEs come only at the wait's end
+  const tight = simulate({ ...cfg, havePacing: { enough: 0, batch: 1_000_000, maxWaitMs: 400 } })
+  assert.equal(tight.finished, 12)
+  assert.ok(tight.havesPerClient < paced.havesPerClient)
+})

@@ -50,6 +50,8 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --super-seed-commit W  sent (the agent: a piece counts as sent once its message is out) or queued (variant)
   --frame-kib KIB        block data per BLOCK message (default 64, block-exchange MESSAGE_BYTES)
   --have-ms MS           HAVE update period (default 100)
+  --have-pacing P        on: a client's HAVE news waits while the watcher can ask it for enough
+                         (node/fetch/have-pacing.ts, as the agent); off: every turn's news at once
   --wire W              zstd: blocks compressed on the wire as the agent does by default, each piece
                          at a share of its bytes drawn from wire-ratios.json (measured on the testbed
                          image by wire-ratios.ts); plain: uncompressed; or a JSON file of that shape
@@ -81,6 +83,11 @@ function num (text: string | undefined, name: string): number | undefined {
   const x = Number(text)
   if (!Number.isFinite(x) || x < 0) fail(`--${name} wants a non-negative number`)
   return x
+}
+
+function onOff (text: string, name: string): boolean {
+  if (text !== 'on' && text !== 'off') fail(`--${name} is on or off`)
+  return text === 'on'
 }
 
 function commit (text: string): 'sent' | 'queued' {
@@ -116,6 +123,7 @@ function main (): void {
         'super-seed-commit': { type: 'string', default: 'sent' },
         'frame-kib': { type: 'string', default: '64' },
         'have-ms': { type: 'string', default: '100' },
+        'have-pacing': { type: 'string', default: 'on' },
         efficiency: { type: 'string', default: '0.95' },
         wire: { type: 'string', default: 'zstd' },
         'jitter-ms': { type: 'string', default: '0' },
@@ -157,6 +165,7 @@ function main (): void {
     superSeedCommit: commit(v['super-seed-commit']),
     frameBytes: num(v['frame-kib'], 'frame-kib')! * 1024,
     haveMs: num(v['have-ms'], 'have-ms'),
+    havePacing: onOff(v['have-pacing'], 'have-pacing') ? undefined : null,
     efficiency: num(v.efficiency, 'efficiency'),
     wireShares: wire?.quantiles,
     startJitterMs: num(v['jitter-ms'], 'jitter-ms'),
@@ -193,7 +202,7 @@ function fmt (x: number | null, d = 2): string {
   return x === null || !Number.isFinite(x) ? '-' : x.toFixed(d)
 }
 
-const COLS = ['N', 'K', 'pieces', 'T_min s', 'T s', 'T/T_min', 'mean/T_min', 'p90/T_min', 'first/T_min', 'origin up/F', 'dup/F', 'seed done s', 'DONT_HAVE', 'timeouts', 'CPU-bound', 'wall s']
+const COLS = ['N', 'K', 'pieces', 'T_min s', 'T s', 'T/T_min', 'mean/T_min', 'p90/T_min', 'first/T_min', 'origin up/F', 'dup/F', 'seed done s', 'DONT_HAVE', 'timeouts', 'HAVE/client', 'CPU-bound', 'wall s']
 
 function header (): string {
   return COLS.map(c => c.padStart(11)).join(' ') + '\n'
@@ -203,7 +212,7 @@ function row (r: SimResult): string {
   const k = r.clients <= r.neighbours ? 'all' : String(r.neighbours)
   const cells = [
     String(r.clients), k, String(r.pieces), fmt(r.tMinS), fmt(r.tS), fmt(r.ratio, 3), fmt(r.meanS / r.tMinS, 3), fmt(r.p90S / r.tMinS, 3),
-    fmt(r.firstS / r.tMinS, 3), fmt(r.originUpF, 3), fmt(r.duplicateF, 4), fmt(r.superSeedDoneS), String(r.dontHave), String(r.timeouts), `${Math.round(r.cpuLimitedShare * 100)}%`, fmt(r.wallS, 1)
+    fmt(r.firstS / r.tMinS, 3), fmt(r.originUpF, 3), fmt(r.duplicateF, 4), fmt(r.superSeedDoneS), String(r.dontHave), String(r.timeouts), fmt(r.havesPerClient, 0), `${Math.round(r.cpuLimitedShare * 100)}%`, fmt(r.wallS, 1)
   ]
   return cells.map(c => c.padStart(11)).join(' ') + (r.tS === null ? `   (${r.clients - r.finished} clients unfinished)` : '') + '\n'
 }

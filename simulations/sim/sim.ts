@@ -7,7 +7,9 @@
  *   client (VersionFetcher)                      server (BlockExchange.serve, one per requesting peer)
  *   - asks every neighbour HAVE at start         - answers with its bitmap (origin: its super-seed offer),
  *   - HAVE answer/update → setPeer/peerHas,        then watches: every HAVE_UPDATE_MS, the pieces it got
- *     then next(peer) → WANT                       since the last update (origin: the offer's growth)
+ *     then next(peer) → WANT                       since the last update (origin: the offer's growth),
+ *                                                  held back while the watcher can ask it for enough
+ *                                                  (have-pacing.ts; not the origin's)
  *   - each block → received(), CANCEL the        - queues WANTs FIFO per requesting peer; a worker takes
  *     endgame losers, next() for that peer and     up to FRAME_BYTES of them (super-seed check on the way,
  *     for the losers                               DONT_HAVE for refused ones) and sends them as BLOCK
@@ -24,6 +26,7 @@ import { Bitfield } from '../../node/fetch/bitfield.ts'
 import { PieceScheduler } from '../../node/fetch/piece-scheduler.ts'
 import { SuperSeed } from '../../node/fetch/super-seed.ts'
 import { PeerRates, DEFAULT_MAX_IN_FLIGHT } from '../../node/fetch/peer-rates.ts'
+import { HAVE_PACING, haveDue, type HavePacing } from '../../node/fetch/have-pacing.ts'
 import { DEFAULT_PEERS } from '../../node/swarm/peer-keeper.ts'
 import { Allocator } from './bandwidth.ts'
 import { buildGraph, type Graph } from './graph.ts'
@@ -61,6 +64,12 @@ export interface SimConfig {
    */
   havePeers?: number
   haveMaxMs?: number
+  /**
+   * When a client's HAVE news to a watcher may wait (node/fetch/have-pacing.ts, as the agent's
+   * block exchange; default HAVE_PACING); null sends every turn's news at once. The origin's
+   * super-seeded offer is never paced.
+   */
+  havePacing?: Readonly<HavePacing> | null
   /** The fetcher's tick (default 500). */
   tickMs?: number
   /**
@@ -177,6 +186,8 @@ export interface SimResult {
   dontHave: number
   timeouts: number
   cancels: number
+  /** HAVE updates the clients sent to watchers, per client (the origin's not counted). */
+  havesPerClient: number
   /** next() calls made, and skipped because they provably return nothing. */
   nextCalls: number
   nextSkipped: number
@@ -331,6 +342,15 @@ class Simulation {
   private readonly acqCount: Int32Array
   private readonly flushed: Int32Array
   private readonly watchPos: Int32Array
+  /** Per node: where each piece is in its acquisition log (pacing only). */
+  private readonly acqPos: Array<Int32Array | null>
+  /** Per server-side edge: pieces the watcher was told of and lacks (what it can ask for). */
+  private readonly askable: Int32Array
+  /** Per server-side edge: when its waiting news was first held back (s), or -1. */
+  private readonly waitingSince: Float64Array
+  /** Per node: server-side edges with news held back at its last delivery. */
+  private readonly held: Int32Array
+  private readonly pacing: Readonly<HavePacing> | null
   private readonly streams: Array<Stream | undefined>
   private readonly ss: SuperSeed
   private readonly originShown: Map<number, Bitfield> = new Map()
@@ -373,6 +393,7 @@ class Simulation {
   private dontHave = 0
   private timeouts = 0
   private cancels = 0
+  private haves = 0
   private steps = 0
   private cpuLimitedSteps = 0
   private now = 0
@@ -417,6 +438,11 @@ class Simulation {
     this.acqCount = new Int32Array(n)
     this.flushed = new Int32Array(n)
     this.watchPos = new Int32Array(this.g.adj.length).fill(-1)
+    this.pacing = cfg.havePacing === undefined ? HAVE_PACING : cfg.havePacing
+    this.acqPos = new Array<Int32Array | null>(n).fill(null)
+    this.askable = new Int32Array(this.g.adj.length)
+    this.waitingSince = new Float64Array(this.g.adj.length).fill(-1)
+    this.held = new Int32Array(n)
     this.streams = new Array<Stream | undefined>(this.g.adj.length)
     this.ss = cfg.makeSuperSeed?.(this.pieces, cfg.superSeedPerPeer ?? 2) ?? new SuperSeed(this.pieces, cfg.superSeedPerPeer ?? 2, undefined, { now: () => this.now * 1000 })
     this.upBytes = new Float64Array(n)
@@ -506,6 +532,7 @@ class Simulation {
     if (this.inner[u] !== null) this.asked[u] = new Uint8Array(this.pieces)
     this.started[u] = 1
     this.acqLog[u] = new Int32Array(this.pieces)
+    this.acqPos[u] = new Int32Array(this.pieces).fill(-1)
     const { off, rev } = this.g
     for (let e = off[u]; e < off[u + 1]; e++) this.ev(t + this.lat, EV.ASK, rev[e])
     this.ev(t + this.tickS, EV.TICK, u)
@@ -607,7 +634,9 @@ class Simulation {
       this.rates[u]?.delivered(this.edgeId[e], this.sizes[i], t * 1000)
       const others = s.received(this.edgeId[e], i)
       for (const o of others) { this.cancels++; this.ev(t + this.lat, EV.CANCEL, this.g.rev[Number(o)], 0, [i]) }
-      this.acqLog[u]![this.acqCount[u]++] = i
+      const pos = this.acqCount[u]++
+      this.acqLog[u]![pos] = i
+      this.acqPos[u]![i] = pos
       if (s.done) { this.complete(u, t); continue }
       this.pumpPeer(u, s, e)
       for (const o of others) this.pumpPeer(u, s, Number(o))
@@ -683,7 +712,10 @@ class Simulation {
       }
     } else {
       have = this.done[v] === 1 ? Bitfield.full(this.pieces) : new Bitfield(this.pieces, this.have[v].bytes)
-      this.watchPos[e] = this.acqCount[v]
+      // The answer tells the asker every piece logged so far.
+      this.watchPos[e] = 0
+      this.waitingSince[e] = -1
+      this.told(e, 0, this.acqCount[v])
     }
     this.ev(t + this.lat, EV.ANSWER, this.g.rev[e], 0, null, null, have)
   }
@@ -704,28 +736,79 @@ class Simulation {
       return
     }
     const upto = this.acqCount[v]
-    if (upto !== this.flushed[v]) {
+    if (upto !== this.flushed[v] || this.held[v] > 0) {
       this.flushed[v] = upto
       this.ev(t + this.lat, EV.DELIVER, v, upto)
     }
-    if (this.done[v] === 0 || this.flushed[v] !== this.acqCount[v]) this.ev(t + this.havePeriod(v), EV.FLUSH, v)
+    if (this.done[v] === 0 || this.flushed[v] !== this.acqCount[v] || this.held[v] > 0) this.ev(t + this.havePeriod(v), EV.FLUSH, v)
   }
 
   private onDeliver (v: number, upto: number, t: number): void {
     const { off } = this.g
     this.now = t
+    let held = 0
     for (let e = off[v]; e < off[v + 1]; e++) {
       const from = this.watchPos[e]
       if (from < 0 || from >= upto) continue
+      if (this.pacing !== null && this.done[v] === 0) {
+        // As flushHave: news the watcher is not known to hold waits while it can ask us for enough.
+        const fresh = this.fresh(e, from, upto)
+        if (fresh > 0) {
+          if (this.waitingSince[e] < 0) this.waitingSince[e] = t
+          if (!haveDue(fresh, this.askable[e], (t - this.waitingSince[e]) * 1000, this.pacing)) { held++; continue }
+        }
+      }
+      this.waitingSince[e] = -1
       const st = this.streams[e]
       if (st !== undefined && st.active) { st.haveUpto = upto; continue }
       this.haveTo(e, from, upto)
     }
+    this.held[v] = held
+  }
+
+  /**
+   * Whether the server of server-side edge e knows its watcher holds piece i: the watcher told
+   * it so (its HAVEs on the reverse edge have reached that piece of its log), as the agent's
+   * peer-pieces.ts knows only what a peer's HAVEs said.
+   */
+  private knownHeld (e: number, i: number): boolean {
+    const at = this.acqPos[this.g.adj[e]]?.[i] ?? -1
+    return at >= 0 && at < this.watchPos[this.g.rev[e]]
+  }
+
+  /** Log entries [from, upto) of the server of edge e that its watcher is not known to hold. */
+  private fresh (e: number, from: number, upto: number): number {
+    const log = this.acqLog[this.g.adj[this.g.rev[e]]]!
+    let n = 0
+    for (let k = from; k < upto; k++) if (!this.knownHeld(e, log[k])) n++
+    return n
+  }
+
+  /**
+   * The server of edge e told its watcher of log entries [from, upto) (watchPos[e] is upto now):
+   * what the watcher can ask it for grows by those it is not known to hold, and what the
+   * server can ask the watcher for (the reverse edge) shrinks by those the watcher told it of.
+   */
+  private told (e: number, from: number, upto: number): void {
+    const v = this.g.adj[this.g.rev[e]]
+    const u = this.g.adj[e]
+    const log = this.acqLog[v]!
+    const r = this.g.rev[e]
+    const pos = this.acqPos[u]
+    for (let k = from; k < upto; k++) {
+      const i = log[k]
+      const at = pos?.[i] ?? -1
+      if (at >= 0 && at < this.watchPos[r]) this.askable[r]--
+      else this.askable[e]++
+    }
+    this.watchPos[e] = upto
   }
 
   /** Tells the watcher at the other end of server-side edge e about log entries [from, upto). */
   private haveTo (e: number, from: number, upto: number): void {
-    this.watchPos[e] = upto
+    // A HAVE goes out only with pieces the watcher is not known to hold (the rest are marked told).
+    if (this.fresh(e, from, upto) > 0) this.haves++
+    this.told(e, from, upto)
     const u = this.g.adj[e]
     const s = this.sched[u]
     if (s === null) return
@@ -1095,6 +1178,7 @@ class Simulation {
       timeline,
       bucketS: this.bucket,
       dontHave: this.dontHave,
+      havesPerClient: this.haves / Math.max(1, this.cfg.clients),
       timeouts: this.timeouts,
       cancels: this.cancels,
       nextCalls: this.nextCalls,

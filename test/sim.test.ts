@@ -78,6 +78,8 @@ test('the measured wire shares are read and checked', () => {
     assert.throws(() => readWireRatios(bad), /no quantiles in \(0, 1\]/)
     writeFileSync(bad, '{"quantiles": "x"}')
     assert.throws(() => readWireRatios(bad), /no quantiles/)
+    writeFileSync(bad, JSON.stringify({ quantiles: [0.5], pieces: [[100, 50], [10, 20]] }))
+    assert.throws(() => readWireRatios(bad), /pieces must be/)
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -95,4 +97,24 @@ test('HAVE pacing (the agent\'s have-pacing.ts) sends fewer HAVEs, and every cli
   const tight = simulate({ ...cfg, havePacing: { enough: 0, batch: 1_000_000, maxWaitMs: 400 } })
   assert.equal(tight.finished, 12)
   assert.ok(tight.havesPerClient < paced.havesPerClient)
+})
+
+test('the testbed image\'s own pieces: every block once, each at its own wire bytes', () => {
+  const r = readWireRatios()
+  assert.ok(r.pieces !== undefined)
+  assert.equal(r.pieces.length, r.blocks)
+  assert.equal(r.pieces.reduce((a, p) => a + p[0], 0), r.imageBytes)
+  const wire = r.pieces.reduce((a, p) => a + p[1], 0)
+  assert.ok(Math.abs(wire / r.imageBytes - r.overall) < 1e-9)
+  // a quarter of the image, 6 clients: the origin sends each piece's wire bytes at least once
+  const part = r.pieces.slice(0, Math.ceil(r.pieces.length / 4))
+  const sizes = part.map(p => p[0])
+  const bytes = sizes.reduce((a, b) => a + b, 0)
+  const own = simulate({ ...base, pieces: sizes, wireBytes: part.map(p => p[1]) })
+  assert.equal(own.finished, 6)
+  assert.equal(own.pieces, part.length)
+  assert.equal(own.imageBytes, bytes)
+  const wireShare = part.reduce((a, p) => a + p[1], 0) / bytes
+  assert.ok(own.originUpF >= wireShare - 1e-9 && own.originUpF < 1, `origin up ${own.originUpF} F, wire share ${wireShare}`)
+  assert.throws(() => simulate({ ...base, pieces: sizes, wireBytes: [1, 2] }), /one entry per piece/)
 })

@@ -10,7 +10,10 @@
  * A row within 10% means the model accounts for what the testbed measured; the links-only
  * column is what the same agents would do with one machine each. A run with wire compression on
  * (the agent's default; its note says "wire compression off" otherwise) is simulated with the
- * wire shares of wire-ratios.json, and its CPU cost is per GB on the wire.
+ * wire shares of wire-ratios.json, and its CPU cost is per GB on the wire. A run of the testbed's
+ * own image (its size within 1% of the one wire-ratios.json measured) is simulated with that
+ * image's blocks as pieces, each at its own wire bytes (`--pieces testbed`, the default); `--pieces
+ * model` draws them as `npm run sim` does.
  */
 import { readFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
@@ -52,7 +55,8 @@ function main (): void {
     options: {
       cores: { type: 'string', default: '2' },
       seeds: { type: 'string', default: '3' },
-      transport: { type: 'string', default: 'imgmesh' }
+      transport: { type: 'string', default: 'imgmesh' },
+      pieces: { type: 'string', default: 'testbed' }
     }
   })
   const cores = Number(values.cores)
@@ -61,7 +65,11 @@ function main (): void {
     process.stderr.write('usage: node simulations/sim/compare.ts RESULTS_DIR... [--cores 2] [--seeds 3] [--transport imgmesh]\n')
     process.exit(2)
   }
-  const head = ['folder', 'N', 'rate', 'wire', 'testbed T/T_min', 'CPU s/GB', 'sim (links)', 'sim (links+CPU)', 'difference']
+  if (values.pieces !== 'testbed' && values.pieces !== 'model') {
+    process.stderr.write('compare: --pieces is testbed or model\n')
+    process.exit(2)
+  }
+  const head = ['folder', 'N', 'rate', 'wire', 'pieces', 'testbed T/T_min', 'CPU s/GB', 'sim (links)', 'sim (links+CPU)', 'difference']
   const lines: string[][] = []
   let measured: WireRatios | undefined
   for (const dir of positionals) {
@@ -73,12 +81,23 @@ function main (): void {
       const cpu = agentCpuSeconds(row)
       const wire = wireCompressed(row) ? (measured ??= readWireRatios()) : null
       const perGB = cpu === null ? null : cpu / (row.n * row.imageBytes * (wire?.overall ?? 1) / 1e9)
-      const base: SimConfig = { clients: row.n, upBps: row.rateBps, downBps: row.rateBps, imageBytes: row.imageBytes, seed: 1, wireShares: wire?.quantiles }
+      const ratios = values.pieces === 'testbed' ? (measured ??= readWireRatios()) : undefined
+      const own = ratios?.pieces !== undefined && Math.abs(ratios.imageBytes - row.imageBytes) <= 0.01 * row.imageBytes ? ratios.pieces : undefined
+      const base: SimConfig = {
+        clients: row.n,
+        upBps: row.rateBps,
+        downBps: row.rateBps,
+        imageBytes: row.imageBytes,
+        seed: 1,
+        wireShares: wire?.quantiles,
+        pieces: own?.map(p => p[0]),
+        wireBytes: own?.map(p => wire === null ? p[0] : p[1])
+      }
       const runs = (extra: Partial<SimConfig>): number => median(Array.from({ length: seeds }, (_, k) => simulate({ ...base, ...extra, seed: k + 1 }).ratio ?? Number.NaN))
       const links = runs({})
       const withCpu = perGB === null ? Number.NaN : runs({ cpuCores: cores, cpuSecondsPerGB: perGB })
       lines.push([
-        dir, String(row.n), `${row.rateBps / 1e6} Mbit/s`, wire === null ? 'plain' : 'zstd', row.ratio.toFixed(3), perGB === null ? '-' : perGB.toFixed(1),
+        dir, String(row.n), `${row.rateBps / 1e6} Mbit/s`, wire === null ? 'plain' : 'zstd', own === undefined ? 'model' : 'testbed', row.ratio.toFixed(3), perGB === null ? '-' : perGB.toFixed(1),
         links.toFixed(3), Number.isNaN(withCpu) ? '-' : withCpu.toFixed(3),
         Number.isNaN(withCpu) ? '-' : `${((withCpu / row.ratio - 1) * 100).toFixed(1)}%`
       ])

@@ -69,6 +69,8 @@ export interface WireRatios {
   plainShare: number
   /** quantiles[k]: the wire share of the block holding byte (k + 0.5)/n of the image, blocks sorted by share. */
   quantiles: number[]
+  /** Every block of the image in the order a deploy lists its pieces: [bytes, wire bytes]. */
+  pieces?: Array<[number, number]>
 }
 
 /** The wire shares measured on the testbed image (the agent's compression). */
@@ -80,5 +82,9 @@ export function readWireRatios (file: string = WIRE_RATIOS_FILE): WireRatios {
   const q = r.quantiles
   if (!Array.isArray(q) || q.length === 0 || !q.every(x => typeof x === 'number' && x > 0 && x <= 1)) throw new Error(`${file} has no quantiles in (0, 1]`)
   const overall = typeof r.overall === 'number' && r.overall > 0 ? r.overall : q.reduce((a, b) => a + b, 0) / q.length
-  return { source: r.source ?? file, imageBytes: r.imageBytes ?? 0, blocks: r.blocks ?? 0, overall, plainShare: r.plainShare ?? 0, quantiles: q }
+  const pieces = r.pieces
+  if (pieces !== undefined && !(Array.isArray(pieces) && pieces.every(x => Array.isArray(x) && x.length === 2 && Number.isInteger(x[0]) && x[0] > 0 && Number.isInteger(x[1]) && x[1] > 0 && x[1] <= x[0]))) {
+    throw new Error(`${file}: pieces must be [bytes, wire bytes] pairs, wire bytes in [1, bytes]`)
+  }
+  return { source: r.source ?? file, imageBytes: r.imageBytes ?? 0, blocks: r.blocks ?? 0, overall, plainShare: r.plainShare ?? 0, quantiles: q, pieces }
 }

@@ -33,6 +33,9 @@ const USAGE = `usage: node simulations/sim/run.ts [options]
   --up RATE --down RATE  client upload / download instead of --rate
   --origin-up RATE       the origin's upload (default: as clients)
   --image-mb MIB         image size F (default 64); pieces 16-256 KiB, mean 72 KiB, from the seed
+  --pieces P             model: as --image-mb says (default); testbed: the testbed image's own
+                         blocks and their wire bytes, from wire-ratios.json (the 64 MiB slice's
+                         1,968 blocks, small files' included; --image-mb is then ignored)
   --seed S               seed for pieces, graph, phases and every scheduler (default 1)
   --neighbours K         neighbours per client when N > K, else full mesh (default: the agent's
                          connections, ${DEFAULT_PEERS})
@@ -126,6 +129,7 @@ function main (): void {
         'have-pacing': { type: 'string', default: 'on' },
         efficiency: { type: 'string', default: '0.95' },
         wire: { type: 'string', default: 'zstd' },
+        pieces: { type: 'string', default: 'model' },
         'jitter-ms': { type: 'string', default: '0' },
         'step-ms': { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -172,6 +176,15 @@ function main (): void {
     stepMs: num(v['step-ms'], 'step-ms')
   }
   if (base.imageBytes <= 0) fail('--image-mb must be positive')
+  if (v.pieces === 'testbed') {
+    const own = (wire ?? readWireRatios()).pieces
+    if (own === undefined) fail('the wire ratios file lists no pieces (run simulations/sim/wire-ratios.ts again)')
+    base.pieces = own.map(p => p[0])
+    base.wireBytes = wire === undefined ? base.pieces.slice() : own.map(p => p[1])
+    base.imageBytes = base.pieces.reduce((a, b) => a + b, 0)
+  } else if (v.pieces !== 'model') {
+    fail('--pieces is model or testbed')
+  }
   const results: SimResult[] = []
   if (!v.json) {
     process.stdout.write(`image ${(base.imageBytes / 1048576).toFixed(0)} MiB, links up ${fmtRate(up)} down ${fmtRate(down)}, origin up ${fmtRate(base.originUpBps!)}, ` +

@@ -120,6 +120,8 @@ export interface SimConfig {
    * PeerRates does; T_min and duplicates count block bytes. Default: none, every piece plain.
    */
   wireShares?: readonly number[]
+  /** Each piece's wire bytes, exactly (with `pieces`, e.g. the testbed image's; overrides wireShares). */
+  wireBytes?: readonly number[]
   /** Request timeout (version-fetcher REQUEST_TIMEOUT_MS, default 20000). */
   requestTimeoutMs?: number
   /** Clients start at a uniform random time in [0, startJitterMs) (default 0: all at once). */
@@ -405,7 +407,8 @@ class Simulation {
     this.sizes = cfg.pieces ?? pieceSizes({ imageBytes: cfg.imageBytes, seed: cfg.seed })
     this.pieces = this.sizes.length
     this.imageBytes = this.sizes.reduce((a, b) => a + b, 0)
-    this.wire = wireSizes(this.sizes, cfg.wireShares, cfg.seed)
+    if (cfg.wireBytes !== undefined && cfg.wireBytes.length !== this.pieces) throw new Error('wireBytes needs one entry per piece')
+    this.wire = cfg.wireBytes?.slice() ?? wireSizes(this.sizes, cfg.wireShares, cfg.seed)
     const k = cfg.neighbours ?? DEFAULT_PEERS
     this.g = buildGraph(cfg.clients, k, cfg.originNeighbours ?? k, rng(cfg.seed, 2))
     this.edgeId = Array.from({ length: this.g.adj.length }, (_, e) => String(e))

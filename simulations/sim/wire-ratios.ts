@@ -9,7 +9,9 @@
  * each distinct chunk once (the image's blocks, which are the pieces of a deploy), and passes
  * each through the agent's own `compressBlock` (zstd level 3; null when it does not save 10 %,
  * in which case the block travels plain). The file holds the wire bytes of every block as a
- * share of its size, as 256 quantiles weighted by bytes, plus the image's overall share.
+ * share of its size, as 256 quantiles weighted by bytes, plus the image's overall share, and
+ * every block's bytes and wire bytes in the order met (files in name order, as a deploy's piece
+ * list runs), for `npm run sim -- --pieces testbed`.
  */
 import { mkdtempSync, readFileSync, readdirSync, lstatSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -45,6 +47,7 @@ export async function measureWireRatios (dir: string, source: string): Promise<W
     }
   }
   if (blocks.length === 0) throw new Error(`no file data in ${dir}`)
+  const pieces = blocks.map(b => [b.size, b.wire] as [number, number])
   blocks.sort((a, b) => a.wire / a.size - b.wire / b.size)
   const total = blocks.reduce((s, b) => s + b.size, 0)
   const wire = blocks.reduce((s, b) => s + b.wire, 0)
@@ -57,7 +60,7 @@ export async function measureWireRatios (dir: string, source: string): Promise<W
     while (k < QUANTILES && (k + 0.5) / QUANTILES * total <= upTo) { quantiles.push(Math.round(b.wire / b.size * 1e4) / 1e4); k++ }
   }
   while (quantiles.length < QUANTILES) quantiles.push(1)
-  return { source, imageBytes: total, blocks: blocks.length, overall: wire / total, plainShare: plain / total, quantiles }
+  return { source, imageBytes: total, blocks: blocks.length, overall: wire / total, plainShare: plain / total, quantiles, pieces }
 }
 
 async function main (): Promise<void> {
@@ -80,8 +83,8 @@ async function main (): Promise<void> {
     const image = await prepareImage({ source: v.image ?? null, sliceMiB: mib, dest: join(scratch, 'image') })
     const what = `${v.image ?? 'the cached Debian root\'s /usr'}, ${mib > 0 ? `${mib} MiB slice` : 'all'} (as the testbed), the agent's chunker and compressBlock`
     const r = await measureWireRatios(image.dir, what)
-    const { quantiles, ...head } = r
-    writeFileSync(v.out, JSON.stringify(head, null, 1).replace(/\n}$/, `,\n "quantiles": ${JSON.stringify(quantiles)}\n}\n`))
+    const { quantiles, pieces, ...head } = r
+    writeFileSync(v.out, JSON.stringify(head, null, 1).replace(/\n}$/, `,\n "quantiles": ${JSON.stringify(quantiles)},\n "pieces": ${JSON.stringify(pieces)}\n}\n`))
     process.stdout.write(`${r.blocks} blocks, ${r.imageBytes} bytes: wire ${(r.overall * 100).toFixed(1)} % of the block bytes, ${(r.plainShare * 100).toFixed(1)} % of them sent plain; ${v.out}\n`)
   } finally {
     rmSync(scratch, { recursive: true, force: true })

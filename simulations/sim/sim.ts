@@ -791,27 +791,25 @@ class Simulation {
    * The server of edge e told its watcher of log entries [from, upto) (watchPos[e] is upto now):
    * what the watcher can ask it for grows by those it is not known to hold, and what the
    * server can ask the watcher for (the reverse edge) shrinks by those the watcher told it of.
+   * Returns how many were news (not known held), the pieces a HAVE names.
    */
-  private told (e: number, from: number, upto: number): void {
-    const v = this.g.adj[this.g.rev[e]]
-    const u = this.g.adj[e]
-    const log = this.acqLog[v]!
+  private told (e: number, from: number, upto: number): number {
+    const log = this.acqLog[this.g.adj[this.g.rev[e]]]!
     const r = this.g.rev[e]
-    const pos = this.acqPos[u]
+    let news = 0
     for (let k = from; k < upto; k++) {
-      const i = log[k]
-      const at = pos?.[i] ?? -1
-      if (at >= 0 && at < this.watchPos[r]) this.askable[r]--
-      else this.askable[e]++
+      if (this.knownHeld(e, log[k])) this.askable[r]--
+      else news++
     }
+    this.askable[e] += news
     this.watchPos[e] = upto
+    return news
   }
 
   /** Tells the watcher at the other end of server-side edge e about log entries [from, upto). */
   private haveTo (e: number, from: number, upto: number): void {
     // A HAVE goes out only with pieces the watcher is not known to hold (the rest are marked told).
-    if (this.fresh(e, from, upto) > 0) this.haves++
-    this.told(e, from, upto)
+    if (this.told(e, from, upto) > 0) this.haves++
     const u = this.g.adj[e]
     const s = this.sched[u]
     if (s === null) return

@@ -40,26 +40,45 @@ function heldIn (e: HaveEvent): number[] {
   return Array.from({ length: e.pieceCount }, (_, i) => i).filter(i => b.has(i))
 }
 
-/** Two nodes of one cluster on loopback (stopped by the caller through `nodes`), each with a block store. */
-async function twoNodes (work: string, nodes: SwarmNode[]): Promise<{ a: SwarmNode, b: SwarmNode, storeA: BlockStore, storeB: BlockStore }> {
-  const clusterKey = generateClusterKey()
-  const a = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-  nodes.push(a)
-  const b = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-  nodes.push(b)
-  const storeA = new BlockStore(join(work, 'a'))
-  await storeA.open()
-  const storeB = new BlockStore(join(work, 'b'))
-  await storeB.open()
-  return { a, b, storeA, storeB }
-}
+interface TwoNodes { a: SwarmNode, b: SwarmNode, storeA: BlockStore, storeB: BlockStore, exchanges: BlockExchange[] }
 
-test('a peer told of a stored part of a version hears of the pieces a resumed fetch adds; a stopped tree load ends', { timeout: 30_000 }, async () => {
+/**
+ * Runs fn with two nodes of one cluster on loopback, each with a block store; afterwards stops
+ * the exchanges fn put in `exchanges`, then the nodes, and removes the stores, even on failure.
+ */
+async function withTwoNodes (fn: (t: TwoNodes) => Promise<void>): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
   const nodes: SwarmNode[] = []
   const exchanges: BlockExchange[] = []
   try {
-    const { a, b, storeA, storeB } = await twoNodes(work, nodes)
+    const clusterKey = generateClusterKey()
+    const a = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    nodes.push(a)
+    const b = await createSwarmNode({ privateKey: await generatePeerKey(), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
+    nodes.push(b)
+    const storeA = new BlockStore(join(work, 'a'))
+    await storeA.open()
+    const storeB = new BlockStore(join(work, 'b'))
+    await storeB.open()
+    await fn({ a, b, storeA, storeB, exchanges })
+  } finally {
+    for (const ex of exchanges) await ex.stop().catch(() => {})
+    for (const n of nodes) await n.stop().catch(() => {})
+    await rm(work, { recursive: true, force: true })
+  }
+}
+
+/** Waits until ok() holds, checking every 20 ms; fails after 5 s naming what it waited for. */
+async function until (what: string, ok: () => boolean): Promise<void> {
+  const end = Date.now() + 5000
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+test('a peer told of a stored part of a version hears of the pieces a resumed fetch adds; a stopped tree load ends', { timeout: 30_000 }, async () => {
+  await withTwoNodes(async ({ a, b, storeA, storeB, exchanges }) => {
     const version = cid(0x71)
     const pieces = Array.from({ length: 16 }, () => cid(0x55))
     // Node a holds piece 0 from an earlier, interrupted fetch: each ask scans the store anew.
@@ -76,13 +95,6 @@ test('a peer told of a stored part of a version hears of the pieces a resumed fe
     let messages = 0
     exB.onHave(version, (e) => { messages++; for (const i of heldIn(e)) heard.add(i) })
     await exB.askHave(a.libp2p.peerId.toString(), version, 0, { kind: 'bitmap', bitmap: new Uint8Array(0) })
-    const until = async (what: string, ok: () => boolean): Promise<void> => {
-      const end = Date.now() + 5000
-      while (!ok()) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-        await new Promise(resolve => setTimeout(resolve, 20))
-      }
-    }
     await until('the first answer', () => heard.has(0))
     assert.deepEqual([...heard], [0])
 
@@ -106,19 +118,11 @@ test('a peer told of a stored part of a version hears of the pieces a resumed fe
     fetcher.stop()
     await assert.rejects(preparing, (err: Error & { code?: string }) => err.code === 'EABORTED')
     assert.ok(Date.now() - t < 1000, `prepare() ended ${Date.now() - t} ms after stop()`)
-  } finally {
-    for (const ex of exchanges) await ex.stop().catch(() => {})
-    for (const n of nodes) await n.stop().catch(() => {})
-    await rm(work, { recursive: true, force: true })
-  }
+  })
 })
 
 test('a fetch that takes directories from a tree in memory whose blocks are not in its store fetches them', { timeout: 30_000 }, async () => {
-  const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
-  const nodes: SwarmNode[] = []
-  const exchanges: BlockExchange[] = []
-  try {
-    const { a, b, storeA, storeB } = await twoNodes(work, nodes)
+  await withTwoNodes(async ({ a, b, storeA, storeB, exchanges }) => {
     // Node a holds a version: a root directory, a subdirectory, a file of two chunks in it.
     const chunks = [randomBytes(40_000), randomBytes(30_000)].map(bytes => storeA.putSync(bytes).cid)
     const meta = { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }
@@ -142,19 +146,11 @@ test('a fetch that takes directories from a tree in memory whose blocks are not 
     for (const c of [root, sub, ...chunks]) assert.equal(await storeB.has(c), true, `${c.toString()} in b's store`)
     assert.deepEqual(Buffer.from(await storeB.get(chunks[1])), Buffer.from(await storeA.get(chunks[1])))
     fetcher.stop()
-  } finally {
-    for (const ex of exchanges) await ex.stop().catch(() => {})
-    for (const n of nodes) await n.stop().catch(() => {})
-    await rm(work, { recursive: true, force: true })
-  }
+  })
 })
 
 test('HAVE pacing: news waits while the peer can ask us for enough, and goes out once it cannot or a batch gathered', { timeout: 30_000 }, async () => {
-  const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
-  const nodes: SwarmNode[] = []
-  const exchanges: BlockExchange[] = []
-  try {
-    const { a, b, storeA, storeB } = await twoNodes(work, nodes)
+  await withTwoNodes(async ({ a, b, storeA, storeB, exchanges }) => {
     const version = cid(0x71)
     const pieces = Array.from({ length: 200 }, () => cid(0x55))
     // a holds pieces 0..49; news waits while b can ask a for 8 or more, or until 4 gathered.
@@ -168,13 +164,6 @@ test('HAVE pacing: news waits while the peer can ask us for enough, and goes out
     const heard = new Set<number>()
     let messages = 0
     exB.onHave(version, (e) => { messages++; for (const i of heldIn(e)) heard.add(i) })
-    const until = async (what: string, ok: () => boolean): Promise<void> => {
-      const end = Date.now() + 5000
-      while (!ok()) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-        await new Promise(resolve => setTimeout(resolve, 20))
-      }
-    }
     const A = a.libp2p.peerId.toString()
     const have = offer.have as Bitfield
     await exB.askHave(A, version, 200, { kind: 'bitmap', bitmap: new Bitfield(200).bytes })
@@ -201,9 +190,5 @@ test('HAVE pacing: news waits while the peer can ask us for enough, and goes out
     have.set(150)
     await until('piece 150', () => heard.has(150))
     assert.equal(messages, before + 1)
-  } finally {
-    for (const ex of exchanges) await ex.stop().catch(() => {})
-    for (const n of nodes) await n.stop().catch(() => {})
-    await rm(work, { recursive: true, force: true })
-  }
+  })
 })

@@ -1,5 +1,6 @@
 /**
- * The block store's packs: blocks stored by another process are found, a record cut short is
+ * The block store's packs: blocks stored by another process are found (one by one or a list at
+ * once), block keys are the same for every instance of a CID, a record cut short is
  * never used, a corrupt block is refused, gc rewrites packs and keeps what is referenced, and
  * a full disk leaves every stored block readable; blocks kept as their zstd frame read back checked.
  */
@@ -12,7 +13,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { BlockStore } from '../node/store/block-store.ts'
-import { blockKey, cidFor } from '../node/store/cid.ts'
+import { CID, blockKey, cidFor } from '../node/store/cid.ts'
 import { ImgmeshError } from '../node/errors.ts'
 
 let work = ''
@@ -54,11 +55,32 @@ test('a block another process stored is found without reopening the store', asyn
     if (!(await s.has(CID.parse(${JSON.stringify(myCid.toString())})))) process.exit(3)`
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: fileURLToPath(new URL('..', import.meta.url)) })
   assert.equal(r.status, 0, r.stderr)
+  // a list asked about at once: the other process's block is found, in the list's order
+  const absent = cidFor(randomBytes(10))
+  assert.deepEqual(store.heldOf([absent, cid, myCid, absent]), [false, true, true, false])
+  assert.deepEqual(store.heldOf([]), [])
   assert.equal(await store.has(cid), true)
   assert.equal(await store.hasAll([myCid, cid]), true)
   assert.equal(await store.hasAll([myCid, cidFor(randomBytes(10))]), false)
   assert.deepEqual(Buffer.from(await store.get(cid)), theirs)
   assert.equal((await packs(dir)).length, 2)
+})
+
+test('a block key is the multihash as base64url, the same for every instance of a CID wherever its bytes lie', () => {
+  const cid = cidFor(randomBytes(1000))
+  const expected = Buffer.from(cid.multihash.bytes).toString('base64url')
+  assert.equal(blockKey(cid), expected)
+  assert.equal(blockKey(cid), expected)
+  // an instance decoded from the middle of a larger buffer
+  const buffer = new Uint8Array(cid.bytes.length + 10)
+  buffer.set(cid.bytes, 3)
+  const inside = CID.decode(buffer.subarray(3, 3 + cid.bytes.length))
+  assert.notEqual(inside.multihash.bytes.byteOffset, 0)
+  assert.equal(blockKey(inside), expected)
+  assert.equal(blockKey(CID.parse(cid.toString())), expected)
+  // a tree block with the same digest has the same key (the store is codec-independent)
+  assert.equal(blockKey(CID.createV1(0x71, cid.multihash)), expected)
+  assert.notEqual(blockKey(cidFor(randomBytes(1000))), expected)
 })
 
 test('a record cut short at the end of a pack is never used; the records before it are', async () => {

@@ -17,7 +17,7 @@ import { generateClusterKey } from '../node/swarm/cluster-key.ts'
 import { generatePeerKey } from '../node/swarm/peer-key.ts'
 import { createSwarmNode, type SwarmNode } from '../node/swarm/libp2p-node.ts'
 import { BlockStore } from '../node/store/block-store.ts'
-import { BlockExchange, type HaveEvent, type Offer } from '../node/exchange/block-exchange.ts'
+import { BlockExchange, makeOffer, type HaveEvent, type Offer } from '../node/exchange/block-exchange.ts'
 import { Bitfield } from '../node/fetch/bitfield.ts'
 import { VersionFetcher } from '../node/exchange/version-fetcher.ts'
 import { loadTree } from '../node/tree/tree-loader.ts'
@@ -29,7 +29,7 @@ const cid = (codec: number): CID => CID.createV1(codec, Digest.create(0x12, new 
 function offerOf (version: CID, pieces: CID[], held: number[]): Offer {
   const have = new Bitfield(pieces.length)
   for (const i of held) have.set(i)
-  return { version, pieces, index: new Map(pieces.map((p, i) => [p.toString(), i])), have }
+  return makeOffer(version, pieces, have)
 }
 
 /** Indexes a HAVE message says the sender holds. */

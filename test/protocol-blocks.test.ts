@@ -12,7 +12,7 @@ import {
   readMessages, writeMessage, type BlocksMessage, type Block
 } from '../protocols/blocks/messages.ts'
 import { encodeVarint } from '../protocols/blocks/frame.ts'
-import { MAX_CIDS, cidTableSize } from '../protocols/blocks/cid-table.ts'
+import { MAX_CIDS, cidTableSize, rememberCids } from '../protocols/blocks/cid-table.ts'
 
 const RAW = 0x55
 const DAG_CBOR = 0x71
@@ -181,6 +181,35 @@ test('CIDs read off the wire: one instance per distinct CID, equal to decoding i
   }
   const late = decodeAll(cancel(a))[0]
   assert.ok(late.type === 'cancel' && late.cids[0].equals(a))
+})
+
+test('CIDs put in the table before they come are the instances the wire then gives; the table is never emptied by them', () => {
+  const cancel = (...cids: CID[]): Uint8Array => concat(encode({ type: 'cancel', cids }))
+  // a full table (from the tests before) starts again at the next CID the wire brings
+  if (cidTableSize() >= MAX_CIDS) decodeAll(cancel(randomCid()))
+  const known = [randomCid(), randomCid(DAG_CBOR)]
+  rememberCids(known)
+  const got = decodeAll(cancel(known[1], known[0]), [5, 17])[0]
+  assert.ok(got.type === 'cancel')
+  assert.equal(got.cids[0], known[1])
+  assert.equal(got.cids[1], known[0])
+  // a CIDv0 is not taken (the wire refuses it)
+  const v0 = CID.createV0(Digest.create(0x12, new Uint8Array(32).fill(7)))
+  const before = cidTableSize()
+  rememberCids([v0])
+  assert.equal(cidTableSize(), before)
+  // filling the table: remembering stops at MAX_CIDS and keeps what it holds
+  rememberCids(Array.from({ length: MAX_CIDS }, () => randomCid()))
+  assert.equal(cidTableSize(), MAX_CIDS)
+  const late = randomCid()
+  rememberCids([late])
+  assert.equal(cidTableSize(), MAX_CIDS)
+  const again = decodeAll(cancel(known[0]))[0]
+  assert.ok(again.type === 'cancel' && again.cids[0] === known[0])
+  // a CID the table does not hold still decodes right (the wire then starts the table again)
+  const fresh = decodeAll(cancel(late))[0]
+  assert.ok(fresh.type === 'cancel' && fresh.cids[0].equals(late) && fresh.cids[0] !== late)
+  assert.ok(cidTableSize() <= MAX_CIDS)
 })
 
 const cidArb = fc.tuple(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.constantFrom(RAW, DAG_CBOR))

@@ -9,7 +9,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { ImageStore, parseImageSpec, type ResolvedVersion } from '../image/image-store.ts'
 import { createSwarmNode, type SwarmNode } from '../swarm/libp2p-node.ts'
 import { loadIdentity, type NodeIdentity } from './node-identity.ts'
-import { BlockExchange, type Offer } from '../exchange/block-exchange.ts'
+import { BlockExchange, makeOffer, type Offer } from '../exchange/block-exchange.ts'
 import { VersionFetcher, type FetchProgress } from '../exchange/version-fetcher.ts'
 import { DEFAULT_MAX_IN_FLIGHT } from '../fetch/peer-rates.ts'
 import { VersionSync, type LearntVersion } from './version-sync.ts'
@@ -213,10 +213,9 @@ export class Agent {
       pieces = pieceList(root)
     } catch { return null }
     const have = new Bitfield(pieces.length)
-    for (let i = 0; i < pieces.length; i++) if (await this.store.blocks.has(pieces[i].cid)) have.set(i)
-    const index = new Map<string, number>()
-    pieces.forEach((p, i) => index.set(p.cid.toString(), i))
-    const offer: Offer = { version, pieces: pieces.map(p => p.cid), index, have: have.complete ? 'all' : have }
+    const held = this.store.blocks.heldOf(pieces.map(p => p.cid))
+    for (let i = 0; i < pieces.length; i++) if (held[i]) have.set(i)
+    const offer = makeOffer(version, pieces.map(p => p.cid), have.complete ? 'all' : have)
     if (have.complete) this.complete.set(version.toString(), offer)
     return offer
   }

@@ -13,6 +13,7 @@ import type { BlockStore } from '../store/block-store.ts'
 import { matchesCid } from '../store/cid.ts'
 import { BLOCKS_PROTOCOL, encode, packBlocks, readMessages, type Block, type BlocksMessage, type HaveSet } from '../../protocols/blocks/messages.ts'
 import { sendParts } from '../../protocols/blocks/frame.ts'
+import { rememberCids } from '../../protocols/blocks/cid-table.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
 import type { SuperSeed } from '../fetch/super-seed.ts'
 import { HAVE_PACING, haveDue, type HavePacing } from '../fetch/have-pacing.ts'
@@ -70,6 +71,17 @@ export interface Offer {
   have: 'all' | Bitfield
   /** Set while this node is the first holder of a brand-new version. */
   superSeed?: SuperSeed
+}
+
+/**
+ * The offer of a version's pieces, indexed by CID. The pieces' CIDs go into the wire's CID table
+ * too: every WANT, BLOCK and CANCEL of this version then names instances already decoded.
+ */
+export function makeOffer (version: CID, pieces: CID[], have: 'all' | Bitfield): Offer {
+  const index = new Map<string, number>()
+  for (let i = 0; i < pieces.length; i++) index.set(pieces[i].toString(), i)
+  rememberCids(pieces)
+  return { version, pieces, index, have }
 }
 
 export interface HaveEvent { peer: string, version: CID, pieceCount: number, have: HaveSet }

@@ -6,7 +6,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import type { BlockGetter, BlockStore } from '../store/block-store.ts'
-import type { BlockExchange, HaveEvent, Offer } from './block-exchange.ts'
+import { makeOffer, type BlockExchange, type HaveEvent, type Offer } from './block-exchange.ts'
 import { Bitfield } from '../fetch/bitfield.ts'
 import { PieceScheduler } from '../fetch/piece-scheduler.ts'
 import { PeerRates, DEFAULT_MAX_IN_FLIGHT } from '../fetch/peer-rates.ts'
@@ -147,16 +147,15 @@ export class VersionFetcher implements BlockGetter {
     const pieces = pieceList(this.tree)
     const have = new Bitfield(pieces.length)
     this.sizes = pieces.map(p => p.length)
+    const held = this.store.heldOf(pieces.map(p => p.cid))
     for (let i = 0; i < pieces.length; i++) {
       this.totalBytes += pieces[i].length
-      if (await this.store.has(pieces[i].cid)) { have.set(i); this.bytes += pieces[i].length }
+      if (held[i]) { have.set(i); this.bytes += pieces[i].length }
     }
     const maxInFlight = this.opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
     this.scheduler = new PieceScheduler(pieces.length, have, { maxInFlight })
     if (this.opts.inFlightTargetMs !== 0) this.rates = new PeerRates(this.totalBytes / Math.max(1, pieces.length), { targetMs: this.opts.inFlightTargetMs ?? 600, max: maxInFlight })
-    const index = new Map<string, number>()
-    pieces.forEach((p, i) => index.set(p.cid.toString(), i))
-    this.offer = { version: this.version, pieces: pieces.map(p => p.cid), index, have }
+    this.offer = makeOffer(this.version, pieces.map(p => p.cid), have)
     this.startedAt = Date.now()
     log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size })
     // Peers that asked us about this version before we had anything now hear that we do.

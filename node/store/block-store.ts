@@ -173,6 +173,18 @@ export class BlockStore implements BlockGetter {
 
   async has (cid: CID): Promise<boolean> { return this.find(blockKey(cid)) !== undefined }
 
+  /**
+   * Which of these blocks are here, in their order. What other processes stored since is looked
+   * for once for the whole list, where has() looks on every miss: a fetch that starts with
+   * nothing asks about every piece of the version, and each look is a stat of the store's
+   * directory and of the packs still being written.
+   */
+  heldOf (cids: readonly CID[]): boolean[] {
+    const keys = cids.map(blockKey)
+    if (keys.some(key => !this.index.has(key))) this.refresh()
+    return keys.map(key => this.index.has(key))
+  }
+
   /** Whether every one of these blocks is here. */
   async hasAll (cids: Iterable<CID>): Promise<boolean> {
     for (const cid of cids) if (this.find(blockKey(cid)) === undefined) return false

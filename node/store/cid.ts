@@ -25,9 +25,18 @@ export function matchesCid (cid: CID, bytes: Uint8Array): boolean {
   return true
 }
 
+/** Keys already made, per CID instance (the wire's CID table and the trees hand out the same instances). */
+const keys = new WeakMap<CID, string>()
+
 /** Key used by the store and by GC: the multihash bytes as base64url (codec-independent). */
 export function blockKey (cid: CID): string {
-  return Buffer.from(cid.multihash.bytes).toString('base64url')
+  let key = keys.get(cid)
+  if (key === undefined) {
+    const m = cid.multihash.bytes
+    key = Buffer.from(m.buffer, m.byteOffset, m.byteLength).toString('base64url')
+    keys.set(cid, key)
+  }
+  return key
 }
 
 export { CID }

@@ -7,9 +7,10 @@
  *
  * Only CIDs that decoded cleanly and are version 1 are kept, keyed by their exact bytes, so a
  * lookup returns what decoding those bytes would. The table is bounded: it is emptied when it
- * holds MAX_CIDS.
+ * holds MAX_CIDS. A version's pieces can be put in before they come (rememberCids).
  */
-import { CID } from 'multiformats/cid'
+import type { CID } from 'multiformats/cid'
+import { cidFromBytes } from '../cid-bytes.ts'
 import { protocolError, type Cursor } from './frame.ts'
 
 /** Largest CID accepted on the wire, in bytes. */
@@ -33,7 +34,7 @@ export function readCid (c: Cursor): CID {
   // copy: a CID is kept (want lists, maps) and must not pin the receive buffer
   let cid: CID
   try {
-    cid = CID.decode(view.slice())
+    cid = cidFromBytes(new Uint8Array(view))
   } catch (err) {
     throw protocolError(`bad CID (${(err as Error).message})`)
   }
@@ -41,6 +42,20 @@ export function readCid (c: Cursor): CID {
   if (table.size >= MAX_CIDS) table.clear()
   table.set(key, cid)
   return cid
+}
+
+/**
+ * Puts CIDs this node already holds as objects (the pieces of a version it serves or fetches,
+ * decoded with its tree) into the table, so that the wire's copies of them are never decoded.
+ * Only CIDv1 are taken, and only while the table has room: these never empty it.
+ */
+export function rememberCids (cids: Iterable<CID>): void {
+  for (const cid of cids) {
+    if (table.size >= MAX_CIDS) return
+    if (cid.version !== 1 || cid.bytes.length > MAX_CID_LENGTH) continue
+    const key = keyOf(cid.bytes)
+    if (!table.has(key)) table.set(key, cid)
+  }
 }
 
 /** How many CIDs the table holds (for tests). */

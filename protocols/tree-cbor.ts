@@ -1,5 +1,5 @@
 /**
- * The canonical DAG-CBOR bytes of a tree block, written and read directly.
+ * The canonical DAG-CBOR bytes of a tree block, written directly.
  *
  * A tree block is `{ e: [entry...], v: 1 }` and each entry a map with a fixed set of short keys
  * (see `encodeEntry` in tree.ts), so the encoder needs only unsigned and negative integers, byte
@@ -15,21 +15,9 @@
  * before its first piece moves. The general encoder builds a token list and sorts each map's
  * keys; on the testbed (10 clients, 1,700 entries) those re-encodings were a fifth of all the
  * agents' CPU in the first two seconds of a deploy.
- *
- * The reader (readTreeCbor) takes the same subset and gives the values `@ipld/dag-cbor` decodes
- * (numbers, Uint8Array copies, strings, arrays, maps as objects, CIDs) in less than half the
- * general decoder's time: 150 blocks of 1,800 entries and 3,600 CIDs read once in a fresh
- * process took 19 ms against 44 (medians of five). A deploy reads every tree block of its
- * version before its first piece moves; on the testbed (1,700 entries) decoding them was 2% of
- * the agents' CPU in the deploy.
- * It refuses what the subset has no use for (floats, simple values, other tags, indefinite
- * lengths, integers past 2^53, non-text map keys, repeated keys, the key __proto__). It does
- * not check that heads are in their shortest form: decodeTree accepts a block only if it is the
- * canonical encoding of the entries read, which covers that and key order.
  */
 import type { CID } from 'multiformats/cid'
 import type { TreeEntry } from './tree.ts'
-import { cidFromBytes } from './cid-bytes.ts'
 
 const MAJOR_UINT = 0
 const MAJOR_NEGINT = 1
@@ -195,100 +183,4 @@ export function writeTreeEntry (entry: TreeEntry): Uint8Array {
   const w = new Writer(96)
   writeEntry(w, entry)
   return w.result()
-}
-
-/** Why a tree block could not be read as CBOR. */
-export class TreeCborError extends Error {}
-
-/** Nesting of arrays and maps a tree block needs at most: block, entry list, entry, list, pair. */
-const MAX_DEPTH = 8
-const TAG_CID = 42
-const utf8Strict = new TextDecoder('utf-8', { fatal: true })
-
-class Reader {
-  pos = 0
-  readonly buf: Uint8Array
-  constructor (buf: Uint8Array) { this.buf = buf }
-
-  fail (why: string): never { throw new TreeCborError(`${why} at byte ${this.pos}`) }
-
-  /** A head's major type and argument. */
-  head (): [number, number] {
-    if (this.pos >= this.buf.length) this.fail('unexpected end')
-    const b = this.buf[this.pos++]
-    const major = b >> 5
-    const info = b & 31
-    if (info < 24) return [major, info]
-    const n = info === 24 ? 1 : info === 25 ? 2 : info === 26 ? 4 : info === 27 ? 8 : 0
-    if (n === 0) this.fail(info === 31 ? 'indefinite length' : 'reserved head')
-    if (this.pos + n > this.buf.length) this.fail('unexpected end')
-    let v = 0
-    for (let i = 0; i < n; i++) v = v * 256 + this.buf[this.pos++]
-    if (v > Number.MAX_SAFE_INTEGER) this.fail('integer too large')
-    return [major, v]
-  }
-
-  /** n bytes from here, copied (the block's buffer may be reused after). */
-  take (n: number): Uint8Array {
-    if (n > this.buf.length - this.pos) this.fail('length past the end')
-    const out = new Uint8Array(this.buf.subarray(this.pos, this.pos + n))
-    this.pos += n
-    return out
-  }
-
-  value (depth: number): unknown {
-    if (depth > MAX_DEPTH) this.fail('nested too deep')
-    const [major, v] = this.head()
-    switch (major) {
-      case 0: return v
-      case 1: return -1 - v
-      case 2: return this.take(v)
-      case 3: {
-        if (v > this.buf.length - this.pos) this.fail('length past the end')
-        let s: string
-        try { s = utf8Strict.decode(this.buf.subarray(this.pos, this.pos + v)) } catch { return this.fail('text is not UTF-8') }
-        this.pos += v
-        return s
-      }
-      case 4: {
-        // every item takes at least a byte: a longer count is a lie, not a reason to allocate
-        if (v > this.buf.length - this.pos) this.fail('length past the end')
-        const out: unknown[] = new Array(v)
-        for (let i = 0; i < v; i++) out[i] = this.value(depth + 1)
-        return out
-      }
-      case 5: {
-        if (v * 2 > this.buf.length - this.pos) this.fail('length past the end')
-        const out: Record<string, unknown> = {}
-        for (let i = 0; i < v; i++) {
-          const key = this.value(depth + 1)
-          if (typeof key !== 'string') this.fail('map key is not text')
-          // an ordinary object, as the general decoder gives; no tree field is named __proto__
-          if (key === '__proto__') this.fail('map key __proto__')
-          if (Object.hasOwn(out, key)) this.fail(`repeated map key ${JSON.stringify(key)}`)
-          out[key] = this.value(depth + 1)
-        }
-        return out
-      }
-      case 6: {
-        if (v !== TAG_CID) this.fail(`tag ${v}`)
-        const [m, n] = this.head()
-        if (m !== 2 || n < 2) this.fail('a CID must be a byte string')
-        if (n > this.buf.length - this.pos) this.fail('length past the end')
-        if (this.buf[this.pos] !== 0) this.fail('a CID must start with the identity multibase prefix')
-        const bytes = this.take(n).subarray(1)
-        try { return cidFromBytes(bytes) } catch (err) { return this.fail(`bad CID (${(err as Error).message})`) }
-      }
-      default:
-        return this.fail('float or simple value')
-    }
-  }
-}
-
-/** The one CBOR value that is all of bytes, in the subset tree blocks use. Throws TreeCborError. */
-export function readTreeCbor (bytes: Uint8Array): unknown {
-  const r = new Reader(bytes)
-  const value = r.value(0)
-  if (r.pos !== bytes.length) r.fail('bytes after the value')
-  return value
 }

@@ -6,7 +6,7 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { ImgmeshError } from '../node/errors.ts'
-import { readTreeCbor, writeTreeBlock } from './tree-cbor.ts'
+import { writeTreeBlock } from './tree-cbor.ts'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'socket'
 export const ENTRY_TYPES: readonly EntryType[] = ['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo', 'socket']
@@ -218,7 +218,7 @@ export function decodeTree (bytes: Uint8Array): TreeEntry[] {
   if (bytes.length > MAX_TREE_BLOCK) fail('block too large')
   let raw: unknown
   try {
-    raw = readTreeCbor(bytes)
+    raw = dagCbor.decode(bytes)
   } catch (err) {
     fail(`not dag-cbor (${(err as Error).message})`)
   }

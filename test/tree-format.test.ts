@@ -17,8 +17,7 @@ import {
   ENTRY_TYPES, MAX_TREE_BLOCK, compareNames, decodeTree, encodeTree, encodeTreeGeneric, entriesEqual, isSafeName, isSafeRelativePath, sameContent,
   type EntryType, type Segment, type TreeEntry
 } from '../protocols/tree.ts'
-import { TreeCborError, readTreeCbor, writeTreeEntry } from '../protocols/tree-cbor.ts'
-import { cidFromBytes } from '../protocols/cid-bytes.ts'
+import { writeTreeEntry } from '../protocols/tree-cbor.ts'
 import {
   MAX_VERSION_BLOCK, decodeVersion, encodeVersion, publicKeyToHex, signVersion, signingBytes, type SignedVersion, type VersionBody
 } from '../protocols/version.ts'
@@ -399,92 +398,6 @@ test('property: any valid tree round-trips exactly and re-encodes to the same by
     assert.deepEqual(normalize(decoded), normalize(sorted))
     assert.deepEqual(Buffer.from(encodeTree(decoded)), Buffer.from(block))
   }), { numRuns: 300 })
-})
-
-/** Whether a value holds something tree blocks never do: a float, true, false or null. */
-function outsideSubset (v: unknown): boolean {
-  if (v === null || typeof v === 'boolean') return true
-  if (typeof v === 'number') return !Number.isSafeInteger(v) || Object.is(v, -0)
-  if (CID.asCID(v) !== null || v instanceof Uint8Array || typeof v !== 'object') return false
-  return Object.values(v).some(outsideSubset)
-}
-
-test('property: the tree reader gives what the general dag-cbor decoder gives, for valid trees and for any dag-cbor value of its subset', () => {
-  fc.assert(fc.property(treeArb, entries => {
-    const block = encodeTree(entries)
-    assert.deepEqual(normalize(readTreeCbor(block)), normalize(dagCbor.decode(block)))
-  }), { numRuns: 300 })
-  fc.assert(fc.property(cborArb, value => {
-    const bytes = dagCbor.encode(value)
-    let mine: unknown
-    try {
-      mine = readTreeCbor(bytes)
-    } catch (err) {
-      // only what the subset leaves out is refused: floats, true/false/null
-      assert.ok(err instanceof TreeCborError, String(err))
-      assert.ok(outsideSubset(value), `refused ${Buffer.from(bytes).toString('hex')}`)
-      return
-    }
-    assert.deepEqual(normalize(mine), normalize(dagCbor.decode(bytes)))
-  }), { numRuns: 1000 })
-})
-
-test('the tree reader refuses what tree blocks never hold, with its own error', () => {
-  const cases: Array<[string, string]> = [
-    ['an indefinite-length array', '9f01ff'],
-    ['a float', 'fb3ff0000000000000'],
-    ['a boolean', 'f5'],
-    ['another tag', 'd82b4100'],
-    ['a CID that is not a byte string', 'd82a01'],
-    ['a CID without its multibase prefix', 'd82a42' + '0155'],
-    ['a CID that does not decode', 'd82a4400017012'],
-    ['an integer past 2^53', '1b0020000000000000'],
-    ['a map key that is not text', 'a10101'],
-    ['a repeated map key', 'a2616101616102'],
-    ['the map key __proto__', 'a1695f5f70726f746f5f5fa0'],
-    ['bytes after the value', '0101'],
-    ['a length past the end', '5a00010000' + '00'],
-    ['an array longer than the block', '9a0000ffff'],
-    ['a map longer than the block', 'ba0000ffff'],
-    ['nothing', ''],
-    ['nesting past the subset', '81'.repeat(9) + '01'],
-    ['text that is not UTF-8', '62c328']
-  ]
-  for (const [label, hex] of cases) {
-    assert.throws(() => readTreeCbor(new Uint8Array(Buffer.from(hex, 'hex'))), (err: unknown) => err instanceof TreeCborError, label)
-  }
-  // nesting a tree block needs is read
-  assert.deepEqual(readTreeCbor(new Uint8Array(Buffer.from('81'.repeat(8) + '01', 'hex'))), [[[[[[[[1]]]]]]]])
-  // bytes are copies: the block's buffer may be reused
-  const block = new Uint8Array(Buffer.from('a1616e43616263', 'hex'))
-  const read = readTreeCbor(block) as { n: Uint8Array }
-  block.fill(0)
-  assert.deepEqual(Buffer.from(read.n).toString(), 'abc')
-})
-
-test('a CID from its bytes is the CID CID.decode gives, built directly in the common form or not', () => {
-  const forms = [
-    cidOf(b('raw')),
-    cidOf(b('tree'), DAG_CBOR),
-    CID.createV1(0x0129, Digest.create(0x12, new Uint8Array(32).fill(3))), // a codec of two varint bytes
-    CID.createV1(RAW, Digest.create(0x00, b('identity'))), // another hash
-    CID.createV0(Digest.create(0x12, new Uint8Array(32).fill(9)))
-  ]
-  for (const cid of forms) {
-    const bytes = new Uint8Array(cid.bytes)
-    const got = cidFromBytes(bytes)
-    assert.ok(got.equals(cid))
-    assert.equal(got.toString(), cid.toString())
-    assert.equal(got.code, cid.code)
-    assert.equal(got.version, cid.version)
-    assert.deepEqual(Buffer.from(got.multihash.digest), Buffer.from(cid.multihash.digest))
-    assert.deepEqual(Buffer.from(got.multihash.bytes), Buffer.from(cid.multihash.bytes))
-    // from a Buffer: the same CID, with its bytes in a plain array
-    const viaBuffer = cidFromBytes(Buffer.from(cid.bytes))
-    assert.ok(viaBuffer.equals(cid) && viaBuffer.bytes.constructor === Uint8Array)
-  }
-  assert.throws(() => cidFromBytes(new Uint8Array([1, 0x55, 0x12, 0x20, 1, 2])))
-  assert.throws(() => cidFromBytes(new Uint8Array(36).fill(1).map((v, i) => i === 0 ? 1 : i === 1 ? 0x55 : i === 2 ? 0x12 : i === 3 ? 0x21 : v)))
 })
 
 /** A copy of an entry with fresh arrays (equal bytes, other objects). */

@@ -9,8 +9,7 @@
  * lookup returns what decoding those bytes would. The table is bounded: it is emptied when it
  * holds MAX_CIDS. A version's pieces can be put in before they come (rememberCids).
  */
-import type { CID } from 'multiformats/cid'
-import { cidFromBytes } from '../cid-bytes.ts'
+import { CID } from 'multiformats/cid'
 import { protocolError, type Cursor } from './frame.ts'
 
 /** Largest CID accepted on the wire, in bytes. */
@@ -34,7 +33,7 @@ export function readCid (c: Cursor): CID {
   // copy: a CID is kept (want lists, maps) and must not pin the receive buffer
   let cid: CID
   try {
-    cid = cidFromBytes(new Uint8Array(view))
+    cid = CID.decode(view.slice())
   } catch (err) {
     throw protocolError(`bad CID (${(err as Error).message})`)
   }

@@ -17,7 +17,7 @@ import { generateClusterKey } from '../node/swarm/cluster-key.ts'
 import { generatePeerKey } from '../node/swarm/peer-key.ts'
 import { createSwarmNode, type SwarmNode } from '../node/swarm/libp2p-node.ts'
 import { BlockStore } from '../node/store/block-store.ts'
-import { BlockExchange, makeOffer, type HaveEvent, type Offer } from '../node/exchange/block-exchange.ts'
+import { BlockExchange, makeOffer, type HaveEvent, type Offer, type OfferSource } from '../node/exchange/block-exchange.ts'
 import { Bitfield } from '../node/fetch/bitfield.ts'
 import { VersionFetcher } from '../node/exchange/version-fetcher.ts'
 import { loadTree } from '../node/tree/tree-loader.ts'
@@ -40,11 +40,20 @@ function heldIn (e: HaveEvent): number[] {
   return Array.from({ length: e.pieceCount }, (_, i) => i).filter(i => b.has(i))
 }
 
-interface TwoNodes { a: SwarmNode, b: SwarmNode, storeA: BlockStore, storeB: BlockStore, exchanges: BlockExchange[] }
+type ExchangeOptions = ConstructorParameters<typeof BlockExchange>[3]
+
+interface TwoNodes {
+  a: SwarmNode
+  b: SwarmNode
+  storeA: BlockStore
+  storeB: BlockStore
+  /** Starts a's exchange (offering what `source` says) and b's (offering nothing), and dials a from b. */
+  connect: (source: OfferSource, optsA?: ExchangeOptions) => Promise<{ exA: BlockExchange, exB: BlockExchange }>
+}
 
 /**
  * Runs fn with two nodes of one cluster on loopback, each with a block store; afterwards stops
- * the exchanges fn put in `exchanges`, then the nodes, and removes the stores, even on failure.
+ * the exchanges `connect` started, then the nodes, and removes the stores, even on failure.
  */
 async function withTwoNodes (fn: (t: TwoNodes) => Promise<void>): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'imgmesh-offers-'))
@@ -60,7 +69,16 @@ async function withTwoNodes (fn: (t: TwoNodes) => Promise<void>): Promise<void> 
     await storeA.open()
     const storeB = new BlockStore(join(work, 'b'))
     await storeB.open()
-    await fn({ a, b, storeA, storeB, exchanges })
+    const connect = async (source: OfferSource, optsA?: ExchangeOptions): Promise<{ exA: BlockExchange, exB: BlockExchange }> => {
+      const exA = new BlockExchange(a.libp2p, storeA, source, optsA)
+      const exB = new BlockExchange(b.libp2p, storeB, async () => null)
+      exchanges.push(exA, exB)
+      await exA.start()
+      await exB.start()
+      await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+      return { exA, exB }
+    }
+    await fn({ a, b, storeA, storeB, connect })
   } finally {
     for (const ex of exchanges) await ex.stop().catch(() => {})
     for (const n of nodes) await n.stop().catch(() => {})
@@ -78,18 +96,12 @@ async function until (what: string, ok: () => boolean): Promise<void> {
 }
 
 test('a peer told of a stored part of a version hears of the pieces a resumed fetch adds; a stopped tree load ends', { timeout: 30_000 }, async () => {
-  await withTwoNodes(async ({ a, b, storeA, storeB, exchanges }) => {
+  await withTwoNodes(async ({ a, storeB, connect }) => {
     const version = cid(0x71)
     const pieces = Array.from({ length: 16 }, () => cid(0x55))
     // Node a holds piece 0 from an earlier, interrupted fetch: each ask scans the store anew.
     let live: Offer | null = null
-    const source = async (v: CID): Promise<Offer | null> => v.equals(version) ? (live ?? offerOf(version, pieces, [0])) : null
-    const exA = new BlockExchange(a.libp2p, storeA, source)
-    const exB = new BlockExchange(b.libp2p, storeB, async () => null)
-    exchanges.push(exA, exB)
-    await exA.start()
-    await exB.start()
-    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+    const { exA, exB } = await connect(async (v: CID): Promise<Offer | null> => v.equals(version) ? (live ?? offerOf(version, pieces, [0])) : null)
 
     const heard = new Set<number>()
     let messages = 0
@@ -122,7 +134,7 @@ test('a peer told of a stored part of a version hears of the pieces a resumed fe
 })
 
 test('a fetch that takes directories from a tree in memory whose blocks are not in its store fetches them', { timeout: 30_000 }, async () => {
-  await withTwoNodes(async ({ a, b, storeA, storeB, exchanges }) => {
+  await withTwoNodes(async ({ a, storeA, storeB, connect }) => {
     // Node a holds a version: a root directory, a subdirectory, a file of two chunks in it.
     const chunks = [randomBytes(40_000), randomBytes(30_000)].map(bytes => storeA.putSync(bytes).cid)
     const meta = { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }
@@ -130,12 +142,7 @@ test('a fetch that takes directories from a tree in memory whose blocks are not 
     const sub = storeA.putSync(encodeTree([file]), DAG_CBOR_CODE).cid
     const root = storeA.putSync(encodeTree([{ ...meta, name: new Uint8Array(Buffer.from('sub')), type: 'dir', tree: sub }]), DAG_CBOR_CODE).cid
     const version = cid(0x71)
-    const exA = new BlockExchange(a.libp2p, storeA, async (v) => v.equals(version) ? offerOf(version, chunks, [0, 1]) : null)
-    const exB = new BlockExchange(b.libp2p, storeB, async () => null)
-    exchanges.push(exA, exB)
-    await exA.start()
-    await exB.start()
-    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+    const { exB } = await connect(async (v) => v.equals(version) ? offerOf(version, chunks, [0, 1]) : null)
 
     // b has the tree in memory (loaded from a's store), but none of its blocks.
     const inMemory = await loadTree(storeA, root)
@@ -150,17 +157,12 @@ test('a fetch that takes directories from a tree in memory whose blocks are not 
 })
 
 test('HAVE pacing: news waits while the peer can ask us for enough, and goes out once it cannot or a batch gathered', { timeout: 30_000 }, async () => {
-  await withTwoNodes(async ({ a, b, storeA, storeB, exchanges }) => {
+  await withTwoNodes(async ({ a, connect }) => {
     const version = cid(0x71)
     const pieces = Array.from({ length: 200 }, () => cid(0x55))
     // a holds pieces 0..49; news waits while b can ask a for 8 or more, or until 4 gathered.
     const offer = offerOf(version, pieces, Array.from({ length: 50 }, (_, i) => i))
-    const exA = new BlockExchange(a.libp2p, storeA, async (v) => v.equals(version) ? offer : null, { havePacing: { enough: 8, batch: 4, maxWaitMs: 60_000 } })
-    const exB = new BlockExchange(b.libp2p, storeB, async () => null)
-    exchanges.push(exA, exB)
-    await exA.start()
-    await exB.start()
-    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+    const { exA, exB } = await connect(async (v) => v.equals(version) ? offer : null, { havePacing: { enough: 8, batch: 4, maxWaitMs: 60_000 } })
     const heard = new Set<number>()
     let messages = 0
     exB.onHave(version, (e) => { messages++; for (const i of heldIn(e)) heard.add(i) })

@@ -133,9 +133,10 @@ function writeEntry (w: Writer, e: TreeEntry): void {
     const segs = e.segments as NonNullable<TreeEntry['segments']>
     w.head(MAJOR_ARRAY, segs.length)
     for (const s of segs) {
-      w.head(MAJOR_ARRAY, s.cid === undefined ? 1 : 2)
+      w.head(MAJOR_ARRAY, s.cid === undefined ? 1 : s.offset === undefined ? 2 : 3)
       w.int(s.length)
       if (s.cid !== undefined) w.cid(s.cid)
+      if (s.cid !== undefined && s.offset !== undefined) w.int(s.offset)
     }
   }
   if (hasD) { w.key('d'); w.cid(e.tree as CID) }

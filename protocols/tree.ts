@@ -7,12 +7,17 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { ImgmeshError } from '../node/errors.ts'
 import { writeTreeBlock } from './tree-cbor.ts'
+import { MAX_BLOCK_SIZE } from './blocks/messages.ts'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'socket'
 export const ENTRY_TYPES: readonly EntryType[] = ['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo', 'socket']
 
-/** A run of file content: `cid` absent means a hole (zeros, kept sparse). */
-export interface Segment { length: number, cid?: CID }
+/**
+ * A run of file content: `cid` absent means a hole (zeros, kept sparse). With `offset`, the run
+ * is `length` bytes of the block `cid` from `offset` on (small files packed into one chunk);
+ * without it, it is the whole block.
+ */
+export interface Segment { length: number, cid?: CID, offset?: number }
 
 export interface TreeEntry {
   name: Uint8Array
@@ -79,11 +84,22 @@ export function isSafeRelativePath (path: Uint8Array): boolean {
   return true
 }
 
+/**
+ * The content a segment names within its block: the whole block, or the packed run at its
+ * offset. Null when the block does not have the bytes the tree says (a wrong block, or a
+ * hostile tree).
+ */
+export function segmentContent (segment: Segment, block: Uint8Array): Uint8Array | null {
+  if (segment.offset === undefined) return block.length === segment.length ? block : null
+  const end = segment.offset + segment.length
+  return end <= block.length ? block.subarray(segment.offset, end) : null
+}
+
 function encodeEntry (e: TreeEntry): Record<string, unknown> {
   const out: Record<string, unknown> = { n: e.name, t: e.type, m: e.mode, u: e.uid, g: e.gid, s: e.mtimeSec, ns: e.mtimeNsec }
   if (e.xattrs.length > 0) out.x = e.xattrs.map(([k, v]) => [k, v])
   if (e.size !== undefined) out.z = e.size
-  if (e.segments !== undefined) out.c = e.segments.map(s => s.cid === undefined ? [s.length] : [s.length, s.cid])
+  if (e.segments !== undefined) out.c = e.segments.map(s => s.cid === undefined ? [s.length] : s.offset === undefined ? [s.length, s.cid] : [s.length, s.cid, s.offset])
   if (e.inline !== undefined) out.i = e.inline
   if (e.link !== undefined) out.l = e.link
   if (e.major !== undefined) out.r = [e.major, e.minor ?? 0]
@@ -175,9 +191,13 @@ function decodeEntry (raw: unknown, index: number): TreeEntry {
         if (!Array.isArray(r.c)) fail(`${label()} has no content list`)
         let total = 0
         entry.segments = (r.c as unknown[]).map((seg, i) => {
-          if (!Array.isArray(seg) || seg.length < 1 || seg.length > 2 || !isUint(seg[0]) || seg[0] === 0) fail(`${label()} segment ${i} is malformed`)
+          if (!Array.isArray(seg) || seg.length < 1 || seg.length > 3 || !isUint(seg[0]) || seg[0] === 0) fail(`${label()} segment ${i} is malformed`)
           total += seg[0]
-          return seg.length === 2 ? { length: seg[0], cid: asCid(seg[1], () => `${label()} segment ${i}`) } : { length: seg[0] }
+          if (seg.length === 1) return { length: seg[0] }
+          const cid = asCid(seg[1], () => `${label()} segment ${i}`)
+          if (seg.length === 2) return { length: seg[0], cid }
+          if (!isUint(seg[2]) || seg[2] + seg[0] > MAX_BLOCK_SIZE) fail(`${label()} segment ${i} lies outside any block`)
+          return { length: seg[0], cid, offset: seg[2] }
         })
         if (total !== entry.size) fail(`${label()} segments do not add up to its size`)
         extra = CHUNKED_FILE_FIELDS
@@ -265,7 +285,7 @@ export function entriesEqual (a: TreeEntry, b: TreeEntry): boolean {
   if (a.segments === undefined || b.segments === undefined) return a.segments === b.segments
   if (a.segments.length !== b.segments.length) return false
   for (let i = 0; i < a.segments.length; i++) {
-    if (a.segments[i].length !== b.segments[i].length || !optionalCidEqual(a.segments[i].cid, b.segments[i].cid)) return false
+    if (a.segments[i].length !== b.segments[i].length || a.segments[i].offset !== b.segments[i].offset || !optionalCidEqual(a.segments[i].cid, b.segments[i].cid)) return false
   }
   return true
 }
@@ -280,7 +300,7 @@ export function sameContent (a: TreeEntry, b: TreeEntry): boolean {
     const sb = b.segments ?? []
     if (sa.length !== sb.length) return false
     for (let i = 0; i < sa.length; i++) {
-      if (sa[i].length !== sb[i].length) return false
+      if (sa[i].length !== sb[i].length || sa[i].offset !== sb[i].offset) return false
       if ((sa[i].cid === undefined) !== (sb[i].cid === undefined)) return false
       if (sa[i].cid !== undefined && !sa[i].cid!.equals(sb[i].cid)) return false
     }

@@ -95,3 +95,30 @@ test('a chunk of the wrong length is refused', async () => {
     rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('files packed into one chunk each take their run of it; a pack too short for a run is refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imgmesh-fw-'))
+  try {
+    const pack = randomBytes(9000)
+    const cid = cidFor(pack)
+    const packed = (name: string, offset: number, length: number): TreeEntry =>
+      ({ name: Buffer.from(name), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeSec: 1_700_000_000, mtimeNsec: 5, xattrs: [], size: length, segments: [{ cid, length, offset }] })
+    const blocks = arrivingBlocks(new Map([[cid.toString(), pack]]))
+    const ctx: WriterContext = { blocks, privileged: false, warn: () => {} }
+    const a = writeRegularFile(ctx, Buffer.from(dir), Buffer.from(join(dir, 'a')), Buffer.from('a'), packed('a', 0, 4000))
+    const b = writeRegularFile(ctx, Buffer.from(dir), Buffer.from(join(dir, 'b')), Buffer.from('b'), packed('b', 4000, 5000))
+    // a hostile tree: a run past the pack's end
+    const c = writeRegularFile(ctx, Buffer.from(dir), Buffer.from(join(dir, 'c')), Buffer.from('c'), packed('c', 8000, 1001))
+    await tick()
+    assert.equal(blocks.waiting.length, 3, 'each file waits for the same pack')
+    for (let i = 0; i < 3; i++) blocks.deliver(i)
+    assert.equal(await a, 4000)
+    assert.equal(await b, 5000)
+    await assert.rejects(c, (err: unknown) => err instanceof ImgmeshError && err.code === 'EBADBLOCK' && /at least 9001/.test(err.message))
+    assert.deepEqual(readFileSync(join(dir, 'a')), pack.subarray(0, 4000))
+    assert.deepEqual(readFileSync(join(dir, 'b')), pack.subarray(4000))
+    assert.deepEqual(readdirSync(dir).sort(), ['a', 'b'], 'nothing is left of the refused file')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})

@@ -12,6 +12,9 @@ import { debianRoot, isRoot, ensureTool } from './support/debian-root.ts'
 import { nativeFs } from '../node/native/fsx.ts'
 import { ImageStore } from '../node/image/image-store.ts'
 import { randomBytes } from 'node:crypto'
+import { pieceList, type DirNode } from '../node/tree/tree-loader.ts'
+import { diffTrees } from '../node/image/version-diff.ts'
+import type { Segment } from '../protocols/tree.ts'
 
 let work: string
 before(async () => { work = await mkdtemp(join(tmpdir(), 'imgmesh-rt-')) })
@@ -110,6 +113,57 @@ test('verify reports tampering', async () => {
   // Deploy repairs it (scan of metadata finds the changed size/mtime).
   await mkdir(join(dst, 'var/new-dir'), { recursive: true })
   assert.notDeepEqual(rsyncDifferences(src, dst), [])
+})
+
+test('small files are packed into shared chunks; a changed file is packed anew and its neighbours keep theirs; deploy and verify are exact', async () => {
+  const src = join(work, 'packs-src')
+  const data = join(work, 'data-packs')
+  const dst = join(work, 'packs-dst')
+  await mkdir(join(src, 'many'), { recursive: true })
+  await mkdir(join(src, 'lone'), { recursive: true })
+  for (let i = 0; i < 60; i++) await writeFile(join(src, 'many', `f${String(i).padStart(3, '0')}`), randomBytes(2000 + (i * 997) % 10_000))
+  await writeFile(join(src, 'lone', 'only'), randomBytes(5000))
+  // a small file with a hole keeps it: captured on its own, not packed
+  const sparse = join(src, 'many', 'sparse')
+  assert.equal(spawnSync('truncate', ['-s', '12288', sparse]).status, 0)
+  await writeFile(sparse, randomBytes(1000), { flag: 'r+' })
+  const capture = async (): Promise<{ store: ImageStore, tree: DirNode }> => {
+    await imgmeshJson<CaptureJson>(['capture', src, '--image', 'p', '--no-default-excludes', '--data-dir', data])
+    const store = await ImageStore.open(data)
+    return { store, tree: await store.loadTree((await store.resolve('p')).version.body.tree) }
+  }
+  const v1 = await capture()
+  const many = v1.tree.children.get('many')!
+  const segs = (dir: DirNode, name: string): Segment[] => dir.entries.find(e => Buffer.from(e.name).toString() === name)!.segments!
+  const packs = new Set(many.entries.filter(e => e.name.length === 4).map(e => { const g = segs(many, Buffer.from(e.name).toString()); assert.equal(g.length, 1); assert.notEqual(g[0].offset, undefined); return g[0].cid!.toString() }))
+  assert.ok(packs.size >= 2 && packs.size <= 10, `60 files of 2-12 KB in ${packs.size} packs`)
+  assert.equal(segs(many, 'sparse').some(g => g.offset !== undefined), false)
+  assert.equal(segs(v1.tree.children.get('lone')!, 'only')[0].offset, undefined)
+  assert.equal(pieceList(v1.tree).length, packs.size + 2 + 0, 'the piece list names each pack once (and the sparse and lone files)')
+  v1.store.blocks.close()
+  await imgmeshJson<DeployJson>(['deploy', 'p', dst, '--data-dir', data])
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+  assert.ok(allocatedBytes(join(dst, 'many/sparse')) < 12288, 'the hole stays a hole')
+
+  await writeFile(join(src, 'many', 'f030'), randomBytes(2000 + (30 * 997) % 10_000))
+  const v2 = await capture()
+  const diff = diffTrees(v1.tree, v2.tree)
+  assert.equal(diff.newChunks, 1, 'one changed file: one new pack')
+  assert.deepEqual(diff.changed.map(c => c.path), ['/many/f030'])
+  v2.store.blocks.close()
+  await imgmeshJson<DeployJson>(['deploy', 'p', dst, '--data-dir', data])
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+  const ok = await imgmesh(['verify', dst, '--data-dir', data])
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr)
+
+  // same size and mtime, other bytes: only the content tells, and verify reads it from the pack
+  const victim = join(dst, 'many', 'f031')
+  const st = await lstat(victim)
+  await writeFile(victim, randomBytes(st.size))
+  assert.equal(spawnSync('touch', ['-m', '-r', join(src, 'many', 'f031'), victim]).status, 0)
+  const bad = await imgmesh(['verify', dst, '--data-dir', data, '--json'])
+  assert.equal(bad.code, 1)
+  assert.deepEqual((JSON.parse(bad.stdout) as { differences: Array<{ path: string, what: string }> }).differences, [{ path: '/many/f031', what: 'content' }])
 })
 
 test('real Debian root (debootstrap minbase) round-trips exactly', { timeout: 600_000 }, async (t) => {

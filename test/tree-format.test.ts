@@ -14,7 +14,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { ImgmeshError, type ErrorCode } from '../node/errors.ts'
 import {
-  ENTRY_TYPES, MAX_TREE_BLOCK, compareNames, decodeTree, encodeTree, encodeTreeGeneric, entriesEqual, isSafeName, isSafeRelativePath, sameContent,
+  ENTRY_TYPES, MAX_TREE_BLOCK, compareNames, decodeTree, encodeTree, encodeTreeGeneric, entriesEqual, isSafeName, isSafeRelativePath, sameContent, segmentContent,
   type EntryType, type Segment, type TreeEntry
 } from '../protocols/tree.ts'
 import { writeTreeEntry } from '../protocols/tree-cbor.ts'
@@ -121,7 +121,9 @@ const ALL_TYPES: TreeEntry[] = [
   entry('sock', 'socket', { mode: 0o755 }),
   entry('new\nline and space', 'file', { size: 1, inline: b('y') }),
   entry('caf\xe9-latin1-\xff', 'file', { size: 1, inline: b('z') }),
-  entry('old', 'file', { mtimeSec: -86_400, mtimeNsec: 0, size: 1, inline: b('o') })
+  entry('old', 'file', { mtimeSec: -86_400, mtimeNsec: 0, size: 1, inline: b('o') }),
+  entry('packed', 'file', { size: 5000, segments: [{ length: 5000, cid: cidOf(b('pack')), offset: 0 }] }),
+  entry('packed-later', 'file', { size: 700, segments: [{ length: 700, cid: cidOf(b('pack')), offset: 5000 }] })
 ]
 
 test('every entry type round-trips exactly, sorted by name bytes', () => {
@@ -138,6 +140,16 @@ test('every entry type round-trips exactly, sorted by name bytes', () => {
   assertValidTree(decoded)
 })
 
+test('a packed run is its bytes of the block; a block without them gives null', () => {
+  const block = b('0123456789')
+  const rawCid = cidOf(block)
+  assert.equal(Buffer.from(segmentContent({ length: 4, cid: rawCid, offset: 3 }, block)!).toString(), '3456')
+  assert.equal(Buffer.from(segmentContent({ length: 10, cid: rawCid, offset: 0 }, block)!).toString(), '0123456789')
+  assert.equal(segmentContent({ length: 4, cid: rawCid, offset: 7 }, block), null)
+  assert.equal(segmentContent({ length: 10, cid: rawCid }, block), block)
+  assert.equal(segmentContent({ length: 9, cid: rawCid }, block), null, 'a whole-block segment must be the whole block')
+})
+
 test('an empty directory is a valid tree', () => {
   assert.deepEqual(decodeTree(encodeTree([])), [])
 })
@@ -147,6 +159,11 @@ test('equal entries compare equal; content and metadata changes are told apart',
   assert.ok(entriesEqual(a, { ...a }))
   assert.ok(!entriesEqual(a, { ...a, mode: 0o600 }))
   assert.ok(sameContent(a, { ...a, mode: 0o600 }))
+  const packed = ALL_TYPES.find(e => Buffer.from(e.name).toString() === 'packed')!
+  const elsewhere = { ...packed, segments: [{ ...packed.segments![0], offset: 1 }] }
+  const whole = { ...packed, segments: [{ length: packed.size!, cid: packed.segments![0].cid }] }
+  assert.ok(!entriesEqual(packed, elsewhere) && !sameContent(packed, elsewhere), 'another run of the same pack is other content')
+  assert.ok(!entriesEqual(packed, whole) && !sameContent(packed, whole), 'a run at offset 0 is not the whole block')
   const moved: Segment[] = [{ length: 70_000, cid: cidOf(b('c1')) }, { length: 100_000, cid: cidOf(b('zz')) }, { length: 30_000, cid: cidOf(b('c2')) }]
   assert.ok(!sameContent(a, { ...a, segments: moved }))
   assert.ok(!sameContent(ALL_TYPES[0], { ...ALL_TYPES[0], inline: b('abd') }))
@@ -194,6 +211,11 @@ const hostileTrees: Array<[string, unknown]> = [
   ['neither inline nor chunks', { v: 1, e: [rawEntry('a', { i: undefined })] }],
   ['chunks that do not add up', { v: 1, e: [rawEntry('a', { i: undefined, z: 10, c: [[4, rawCid], [5]] })] }],
   ['a zero-length chunk', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[0], [1, rawCid]] })] }],
+  ['a packed run past the largest block', { v: 1, e: [rawEntry('a', { i: undefined, z: 10, c: [[10, rawCid, 4 * 1024 * 1024 - 9]] })] }],
+  ['a packed run at a negative offset', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[1, rawCid, -1]] })] }],
+  ['a packed run at a fractional offset', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[1, rawCid, 0.5]] })] }],
+  ['a packed hole', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[1, null, 0]] })] }],
+  ['a segment of four fields', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[1, rawCid, 0, 0]] })] }],
   ['a chunk that is not a CID', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[1, b('not a cid')]] })] }],
   ['a CIDv0 chunk', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[1, CID.createV0(Digest.create(0x12, new Uint8Array(32)))]] })] }],
   ['a chunk hashed with identity', { v: 1, e: [rawEntry('a', { i: undefined, z: 1, c: [[1, CID.createV1(RAW, Digest.create(0x00, b('a')))]] })] }],
@@ -310,8 +332,8 @@ const xattrsArb = fc.uniqueArray(
   fc.tuple(fc.string({ minLength: 1, maxLength: 30 }).filter(s => !s.includes('\0')), fc.uint8Array({ maxLength: 40 })),
   { maxLength: 3, selector: ([k]) => k }
 ).map(xs => xs.sort((x, y) => x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))
-const segmentsArb = fc.array(fc.tuple(fc.integer({ min: 1, max: 1 << 20 }), fc.option(cidArb, { nil: undefined })), { maxLength: 6 })
-  .map(ss => ss.map(([length, cid]): Segment => cid === undefined ? { length } : { length, cid }))
+const segmentsArb = fc.array(fc.tuple(fc.integer({ min: 1, max: 1 << 20 }), fc.option(cidArb, { nil: undefined }), fc.option(fc.integer({ min: 0, max: 3 << 20 }), { nil: undefined })), { maxLength: 6 })
+  .map(ss => ss.map(([length, cid, offset]): Segment => cid === undefined ? { length } : offset === undefined ? { length, cid } : { length, cid, offset }))
 const relPathArb = fc.array(safeNameArb, { minLength: 1, maxLength: 4 }).map(parts => {
   const out: number[] = []
   parts.forEach((p, i) => { if (i > 0) out.push(0x2f); out.push(...p) })
@@ -405,7 +427,7 @@ function cloneEntry (e: TreeEntry): TreeEntry {
   const out: TreeEntry = { ...e, name: new Uint8Array(e.name), xattrs: e.xattrs.map(([k, v]) => [k, new Uint8Array(v)]) }
   if (e.inline !== undefined) out.inline = new Uint8Array(e.inline)
   if (e.link !== undefined) out.link = new Uint8Array(e.link)
-  if (e.segments !== undefined) out.segments = e.segments.map(s => s.cid === undefined ? { length: s.length } : { length: s.length, cid: CID.decode(s.cid.bytes) })
+  if (e.segments !== undefined) out.segments = e.segments.map(s => s.cid === undefined ? { length: s.length } : { ...s, cid: CID.decode(s.cid.bytes) })
   if (e.tree !== undefined) out.tree = CID.decode(e.tree.bytes)
   return out
 }

@@ -17,6 +17,7 @@ import { networkInterfaces } from 'node:os'
 import type { CID } from 'multiformats/cid'
 import type { ImageStore, ResolvedVersion } from '../image/image-store.ts'
 import { loadTree, nameKey, type DirNode } from '../tree/tree-loader.ts'
+import { fileContent } from '../tree/file-content.ts'
 import { encodeTree, type TreeEntry } from '../../protocols/tree.ts'
 import { encodeVersion, signVersion } from '../../protocols/version.ts'
 import { DAG_CBOR_CODE } from '../store/cid.ts'
@@ -57,11 +58,8 @@ export function render (text: string, facts: Record<string, string>, file: strin
 interface Ctx { store: ImageStore, facts: Record<string, string>, changed: boolean }
 
 async function contentOf (store: ImageStore, e: TreeEntry): Promise<Buffer> {
-  if (e.inline !== undefined) return Buffer.from(e.inline)
   if ((e.size ?? 0) > MAX_TEMPLATE) throw new ImgmeshError('EBADARG', `template ${Buffer.from(e.name).toString()} is larger than ${MAX_TEMPLATE} bytes`)
-  const parts: Buffer[] = []
-  for (const s of e.segments ?? []) parts.push(s.cid === undefined ? Buffer.alloc(s.length) : Buffer.from(await store.blocks.get(s.cid)))
-  return Buffer.concat(parts)
+  return await fileContent(store.blocks, e)
 }
 
 async function withContent (store: ImageStore, e: TreeEntry, bytes: Buffer, name: Uint8Array): Promise<TreeEntry> {

@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { BlockGetter } from '../store/block-store.ts'
 import { nameKey, type DirNode } from '../tree/tree-loader.ts'
+import { fileContent } from '../tree/file-content.ts'
 import type { TreeEntry } from '../../protocols/tree.ts'
 import { ImgmeshError } from '../errors.ts'
 import { createLogger } from '../logger.ts'
@@ -34,13 +35,6 @@ export function hooksIn (tree: DirNode, stage: HookStage): TreeEntry[] {
   const dir = findDir(tree, [...HOOK_DIR, `${stage}.d`])
   if (dir === null) return []
   return dir.entries.filter(e => e.type === 'file' && (e.mode & 0o111) !== 0)
-}
-
-async function entryBytes (blocks: BlockGetter, e: TreeEntry): Promise<Buffer> {
-  if (e.inline !== undefined) return Buffer.from(e.inline)
-  const parts: Buffer[] = []
-  for (const s of e.segments ?? []) parts.push(s.cid === undefined ? Buffer.alloc(s.length) : Buffer.from(await blocks.get(s.cid)))
-  return Buffer.concat(parts)
 }
 
 export interface RunHooksOptions {
@@ -74,7 +68,7 @@ export async function runHooks (tree: DirNode, blocks: BlockGetter, opts: RunHoo
   const chroot = opts.target !== '/' && process.getuid?.() === 0 && existsSync(join(opts.target, 'bin/sh'))
   // Pre-apply hooks come from the new version: read them all before writing any, so nothing is
   // left on disk while a block is still being read.
-  const bytes = opts.stage === 'pre-apply' ? await Promise.all(hooks.map(async h => await entryBytes(blocks, h))) : []
+  const bytes = opts.stage === 'pre-apply' ? await Promise.all(hooks.map(async h => await fileContent(blocks, h))) : []
   let staging: string | null = null
   if (opts.stage === 'pre-apply') {
     await mkdir(opts.stagingDir, { recursive: true, mode: 0o700 })

@@ -27,6 +27,17 @@ const log = createLogger('capture')
 
 /** Files up to this size are kept inside their tree block instead of as a chunk. */
 export const INLINE_MAX = 512
+/**
+ * Files above INLINE_MAX and up to this size are packed, in name order, with the other small
+ * files of their directory into shared chunks: on a Linux /usr most files are this small, and a
+ * swarm's cost is per block as much as per byte. Each file is one run (offset, length) of its
+ * pack. A pack ends after a file once it holds PACK_MIN bytes and a hash of the file's name
+ * says so (one name in four), or when the next file would take it past PACK_LIMIT: a changed
+ * file changes its own pack, not its neighbours'.
+ */
+export const PACK_MAX = 16 * 1024
+const PACK_MIN = 64 * 1024
+const PACK_LIMIT = 256 * 1024
 const READ_SIZE = 1024 * 1024
 const FILE_CONCURRENCY = 4
 /**
@@ -56,6 +67,8 @@ export interface CaptureOptions {
   chunking?: ChunkingOptions
   /** Files up to this many bytes are kept in their tree block (default INLINE_MAX; for measurements). */
   inlineMax?: number
+  /** Larger files up to this many bytes (at most 256 KiB) are packed with their directory's other small files (default PACK_MAX; 0 packs none). */
+  packMax?: number
   /**
    * Keep each new chunk as one zstd frame where that saves at least a tenth (default true):
    * about half the store on a Linux tree, and the agent serving this version sends the frames
@@ -93,6 +106,7 @@ interface Walk {
   excludes: ExcludeList
   chunking: ChunkingOptions
   inlineMax: number
+  packMax: number
   /** Stores one chunk (compressed or not, as the capture asked) before returning. */
   putChunk: (chunk: Uint8Array) => PutResult
   hardlinks: Map<string, Buffer>
@@ -105,6 +119,8 @@ interface Walk {
   lastYield: number
   /** Read buffer of the synchronous small-file path (one file at a time, its chunks stored before the next read). */
   readBuf: Buffer
+  /** The pack being filled (one directory's small files at a time). */
+  packBuf: Buffer
 }
 
 /** Lets timers and I/O callbacks run when the walk has held the event loop for a while. */
@@ -155,6 +171,7 @@ export async function capture (store: ImageStore, opts: CaptureOptions): Promise
     excludes: new ExcludeList(patterns),
     chunking: opts.chunking ?? DEFAULT_CHUNKING,
     inlineMax: opts.inlineMax ?? INLINE_MAX,
+    packMax: Math.min(opts.packMax ?? PACK_MAX, PACK_LIMIT),
     putChunk: opts.compress === false ? chunk => store.blocks.putSync(chunk) : chunk => store.blocks.putCompressedSync(chunk),
     hardlinks: new Map(),
     oldCache,
@@ -164,7 +181,8 @@ export async function capture (store: ImageStore, opts: CaptureOptions): Promise
     warnings: [],
     onProgress: opts.onProgress,
     lastYield: performance.now(),
-    readBuf: Buffer.allocUnsafeSlow(SYNC_READ_MAX)
+    readBuf: Buffer.allocUnsafeSlow(SYNC_READ_MAX),
+    packBuf: Buffer.allocUnsafeSlow(PACK_LIMIT)
   }
   const tree = await captureDir(walk, Buffer.from(source), Buffer.alloc(0), prevTree)
   const newBytesBeforeVersion = store.blocks.bytesAdded - before
@@ -231,6 +249,7 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
   const entries: TreeEntry[] = []
   const fileTasks: Array<() => Promise<void>> = []
   const subdirs: Array<{ entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats }> = []
+  const small: SmallFile[] = []
   for (const name of names) {
     const childAbs = joinPath(abs, name)
     const childRel = rel.length === 0 ? Buffer.from(name) : joinPath(rel, name)
@@ -273,6 +292,7 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
         walk.stats.bytes += Number(st.size)
         entry.size = Number(st.size)
         const prevEntry = prevEntries.get(nameKey(name))
+        if (entry.size > walk.inlineMax && entry.size <= walk.packMax) { small.push({ entry, abs: childAbs, rel: childRel, st, prev: prevEntry }); break }
         fileTasks.push(async () => {
           await captureFile(walk, entry, childAbs, childRel, st, prevEntry)
           await pace(walk)
@@ -284,6 +304,7 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
     }
   }
   await runLimited(fileTasks, FILE_CONCURRENCY)
+  await captureSmallFiles(walk, small)
   for (const d of subdirs) {
     if (d.st.dev !== walk.rootDev) {
       walk.warnings.push(`not descending into /${showPath(d.rel)}: another filesystem`)
@@ -305,6 +326,12 @@ function countChunks (walk: Walk, segments: Segment[]): void {
   for (const s of segments) {
     if (s.cid === undefined) continue
     const key = s.cid.toString()
+    if (s.offset !== undefined) {
+      // a pack: its bytes are the runs its files take from it
+      walk.stats.chunkBytes += s.length
+      if (!walk.chunks.has(key)) { walk.chunks.add(key); walk.stats.chunks++ }
+      continue
+    }
     if (walk.chunks.has(key)) continue
     walk.chunks.add(key)
     walk.stats.chunks++
@@ -312,25 +339,111 @@ function countChunks (walk: Walk, segments: Segment[]): void {
   }
 }
 
+function cacheRecord (st: BigIntStats): CacheRecord {
+  return [st.ino.toString(), st.ctimeNs.toString(), st.size.toString(), st.mtimeNs.toString()]
+}
+
+/** Whether a file is as the previous capture saw it (same stat), so its content can be taken from the previous tree. */
+function unchanged (walk: Walk, entry: TreeEntry, rel: Buffer, st: BigIntStats, prev: TreeEntry | undefined): prev is TreeEntry {
+  const old = walk.oldCache[rel.toString('base64')]
+  if (prev === undefined || prev.type !== 'file' || old === undefined) return false
+  const record = cacheRecord(st)
+  return old.every((v, i) => v === record[i]) && prev.size === entry.size && prev.mtimeSec === entry.mtimeSec && prev.mtimeNsec === entry.mtimeNsec
+}
+
+/** Takes an unchanged file's content from the previous tree. */
+function reuseContent (walk: Walk, entry: TreeEntry, rel: Buffer, st: BigIntStats, prev: TreeEntry): void {
+  if (prev.inline !== undefined) entry.inline = prev.inline
+  else entry.segments = prev.segments
+  countChunks(walk, entry.segments ?? [])
+  walk.newCache[rel.toString('base64')] = cacheRecord(st)
+  walk.onProgress?.({ files: walk.stats.files, bytes: entry.size ?? 0, path: showPath(rel) })
+}
+
 async function captureFile (walk: Walk, entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats, prev: TreeEntry | undefined): Promise<void> {
+  if (unchanged(walk, entry, rel, st, prev)) { reuseContent(walk, entry, rel, st, prev); return }
   const key = rel.toString('base64')
-  const record: CacheRecord = [st.ino.toString(), st.ctimeNs.toString(), st.size.toString(), st.mtimeNs.toString()]
-  const old = walk.oldCache[key]
-  if (prev !== undefined && prev.type === 'file' && old !== undefined && old.every((v, i) => v === record[i]) &&
-      prev.size === entry.size && prev.mtimeSec === entry.mtimeSec && prev.mtimeNsec === entry.mtimeNsec) {
-    if (prev.inline !== undefined) entry.inline = prev.inline
-    else entry.segments = prev.segments
-    countChunks(walk, entry.segments ?? [])
-    walk.newCache[key] = record
-    walk.onProgress?.({ files: walk.stats.files, bytes: entry.size ?? 0, path: showPath(rel) })
-    return
-  }
+  const record = cacheRecord(st)
   walk.stats.hashedFiles++
   const size = Number(st.size)
   if (size <= SYNC_READ_MAX) captureSmallFile(walk, entry, abs, rel, st, size)
   else await captureLargeFile(walk, entry, abs, rel, st, size)
   walk.newCache[key] = record
   walk.onProgress?.({ files: walk.stats.files, bytes: size, path: showPath(rel) })
+}
+
+interface SmallFile { entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats, prev: TreeEntry | undefined }
+
+function nameHash (name: Uint8Array): number {
+  let h = 0x811c9dc5
+  for (const b of name) h = Math.imul(h ^ b, 0x01000193)
+  return h >>> 0
+}
+
+/**
+ * A directory's small files. Those that are as the previous capture saw them keep their content
+ * from the previous tree (their pack stays as it was: a changed file does not change its
+ * neighbours' entries, and an update moves only the new files' bytes); the others are read and
+ * packed together. A file with holes, or the only file to read, is captured on its own.
+ */
+async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
+  const files: SmallFile[] = []
+  for (const f of all) {
+    if (unchanged(walk, f.entry, f.rel, f.st, f.prev)) reuseContent(walk, f.entry, f.rel, f.st, f.prev)
+    else files.push(f)
+  }
+  const pack = walk.packBuf
+  let used = 0
+  let members: Array<{ entry: TreeEntry, offset: number }> = []
+  const close = (): void => {
+    if (members.length === 0) return
+    const { cid } = walk.putChunk(pack.subarray(0, used))
+    for (const m of members) m.entry.segments = [{ length: m.entry.size ?? 0, cid, offset: m.offset }]
+    walk.stats.chunks++
+    walk.stats.chunkBytes += used
+    walk.chunks.add(cid.toString())
+    members = []
+    used = 0
+  }
+  for (let i = 0; i < files.length; i++) {
+    const f = files[i]
+    const size = f.entry.size ?? 0
+    await pace(walk)
+    if (files.length === 1 || !readWhole(f, pack.subarray(used, used + size))) {
+      // not packed: read again on its own (a sparse file keeps its holes)
+      walk.stats.hashedFiles++
+      captureSmallFile(walk, f.entry, f.abs, f.rel, f.st, size)
+    } else {
+      walk.stats.hashedFiles++
+      members.push({ entry: f.entry, offset: used })
+      used += size
+      const next = files[i + 1]?.entry.size ?? 0
+      if ((used >= PACK_MIN && (nameHash(f.entry.name) & 3) === 0) || used + next > PACK_LIMIT) close()
+    }
+    walk.newCache[f.rel.toString('base64')] = cacheRecord(f.st)
+    walk.onProgress?.({ files: walk.stats.files, bytes: size, path: showPath(f.rel) })
+  }
+  close()
+}
+
+/** Reads a small file whole into `into` (its size); false, reading nothing, when it has holes. */
+function readWhole (f: SmallFile, into: Buffer): boolean {
+  let fd: number
+  try {
+    fd = openSync(f.abs, constants.O_RDONLY | constants.O_NOFOLLOW)
+  } catch (err) {
+    throw openError(err, f.rel)
+  }
+  try {
+    const ranges = nativeFs.dataRanges(fd, into.length)
+    if (ranges.length !== 1 || ranges[0][0] !== 0 || ranges[0][1] !== into.length) return false
+    readFully(fd, into, 0, f.rel)
+    const after = fstatSync(fd, { bigint: true })
+    if (after.size !== f.st.size || after.mtimeNs !== f.st.mtimeNs) throw changed(f.rel, 'was modified')
+    return true
+  } finally {
+    closeSync(fd)
+  }
 }
 
 function openError (err: unknown, rel: Buffer): ImgmeshError {

@@ -77,6 +77,8 @@ export async function loadBlockEntry (blocks: BlockGetter, resolved: ResolvedVer
   if (tree.entries.length !== 1 || entry.type !== 'file' || Buffer.from(entry.name).toString('latin1') !== BLOCK_IMAGE_ENTRY || entry.size === undefined) {
     throw new ImgmeshError('EBADTREE', `${label} is marked as a block image but its tree does not hold exactly one file named ${BLOCK_IMAGE_ENTRY}`)
   }
+  // a block image's chunks are whole blocks: packed runs belong to directory trees' small files
+  if (entry.segments?.some(s => s.offset !== undefined) === true) throw new ImgmeshError('EBADTREE', `${label} is a block image with packed segments`)
   return entry
 }
 

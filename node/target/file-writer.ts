@@ -12,9 +12,8 @@
 import { rm } from 'node:fs/promises'
 import { chmodSync, closeSync, constants, fchmodSync, fchownSync, ftruncateSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, renameSync, symlinkSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import type { TreeEntry } from '../../protocols/tree.ts'
+import { segmentContent, type Segment, type TreeEntry } from '../../protocols/tree.ts'
 import type { RootAttributes } from '../../protocols/version.ts'
-import type { CID } from 'multiformats/cid'
 import type { BlockGetter } from '../store/block-store.ts'
 import { nativeFs } from '../native/fsx.ts'
 import { readXattrs, joinPath, showPath } from '../tree/entry-metadata.ts'
@@ -157,11 +156,15 @@ async function writeSegments (ctx: WriterContext, fd: number, rel: Buffer, entry
   let asked = false
   let allHere = (): void => {}
   const here = new Promise<void>((resolve) => { allHere = resolve })
-  const put = (cid: CID, length: number, offset: number, bytes: Uint8Array): void => {
+  const put = (segment: Segment, offset: number, bytes: Uint8Array): void => {
     if (!open) return
-    if (bytes.length !== length) throw new ImgmeshError('EBADBLOCK', `chunk ${cid.toString()} of /${showPath(rel)} has ${bytes.length} bytes, the tree says ${length}`)
-    writeAll(fd, bytes, offset)
-    written += bytes.length
+    const content = segmentContent(segment, bytes)
+    if (content === null) {
+      const says = segment.offset === undefined ? `${segment.length}` : `at least ${segment.offset + segment.length}`
+      throw new ImgmeshError('EBADBLOCK', `chunk ${String(segment.cid)} of /${showPath(rel)} has ${bytes.length} bytes, the tree says ${says}`)
+    }
+    writeAll(fd, content, offset)
+    written += content.length
   }
   const settled = (): void => {
     coming--
@@ -170,16 +173,17 @@ async function writeSegments (ctx: WriterContext, fd: number, rel: Buffer, entry
   }
   try {
     let offset = 0
-    for (const { cid, length } of segments) {
+    for (const segment of segments) {
+      const { cid } = segment
       const at = offset
-      offset += length
+      offset += segment.length
       if (cid === undefined) continue
-      if (ctx.blocks.lend?.(cid, (bytes) => { put(cid, length, at, bytes) }) === true) continue
+      if (ctx.blocks.lend?.(cid, (bytes) => { put(segment, at, bytes) }) === true) continue
       const later = ctx.blocks.whenArrived?.(cid,
-        (bytes) => { try { put(cid, length, at, bytes) } catch (err) { failure ??= err } settled() },
+        (bytes) => { try { put(segment, at, bytes) } catch (err) { failure ??= err } settled() },
         (err) => { failure ??= err; settled() }) ?? false
       if (later) coming++
-      else put(cid, length, at, await ctx.blocks.get(cid))
+      else put(segment, at, await ctx.blocks.get(cid))
       if (failure !== null) throw failure
     }
     asked = true

@@ -1,7 +1,8 @@
 /**
  * Verify: compare a target, attribute by attribute and byte by byte, with the version recorded
  * as deployed there. Content is checked against the chunk hashes of the tree itself, so no
- * block needs to be in the store.
+ * block needs to be in the store, except the packs small files are kept in (a pack's hash covers
+ * every file in it): those are compared with the pack's bytes.
  */
 import { lstat, open, readdir, readlink } from 'node:fs/promises'
 import { constants, type BigIntStats } from 'node:fs'
@@ -9,7 +10,8 @@ import { ImageStore } from '../image/image-store.ts'
 import type { BlockGetter } from '../store/block-store.ts'
 import { loadTree, nameKey, type DirNode } from '../tree/tree-loader.ts'
 import { ExcludeList } from '../tree/exclude.ts'
-import type { TreeEntry } from '../../protocols/tree.ts'
+import { segmentContent, type Segment, type TreeEntry } from '../../protocols/tree.ts'
+import type { CID } from 'multiformats/cid'
 import type { RootAttributes } from '../../protocols/version.ts'
 import { matchesCid } from '../store/cid.ts'
 import { entryTypeOf, mtimeOf, readXattrs, splitDev, xattrsEqual, joinPath, showPath } from '../tree/entry-metadata.ts'
@@ -46,7 +48,7 @@ export async function verifyTarget (store: ImageStore, target: string, blocks: B
   const privileged = process.getuid?.() === 0
   if (!privileged) result.warnings.push('not running as root: owners and device nodes are not compared')
   if (state.inProgress !== undefined) result.differences.push({ path: '/', what: 'interrupted', detail: `a deploy of ${state.inProgress.image}@${state.inProgress.number} did not finish` })
-  const v = new Verifier(Buffer.from(realTarget), new ExcludeList(d.excludes), privileged, result)
+  const v = new Verifier(Buffer.from(realTarget), new ExcludeList(d.excludes), privileged, result, blocks)
   const rootStat = await lstat(realTarget, { bigint: true })
   v.compareAttributes(Buffer.alloc(0), version.body.root, rootStat, Buffer.from(realTarget), false)
   await v.dir(tree, Buffer.from(realTarget), Buffer.alloc(0))
@@ -60,12 +62,22 @@ class Verifier {
   readonly privileged: boolean
   readonly result: VerifyResult
   readonly hardlinks: Array<{ rel: Buffer, st: BigIntStats, link: Uint8Array }> = []
+  readonly blocks: BlockGetter
+  /** The last pack read: the files of one directory share their packs. */
+  private pack: { cid: CID, bytes: Uint8Array } | null = null
 
-  constructor (root: Buffer, excludes: ExcludeList, privileged: boolean, result: VerifyResult) {
+  constructor (root: Buffer, excludes: ExcludeList, privileged: boolean, result: VerifyResult, blocks: BlockGetter) {
     this.root = root
     this.excludes = excludes
     this.privileged = privileged
     this.result = result
+    this.blocks = blocks
+  }
+
+  /** What a packed segment should hold, from its pack (null when the pack does not have it). */
+  async packedContent (segment: Segment & { cid: CID }): Promise<Uint8Array | null> {
+    if (this.pack === null || !this.pack.cid.equals(segment.cid)) this.pack = { cid: segment.cid, bytes: await this.blocks.get(segment.cid) }
+    return segmentContent(segment, this.pack.bytes)
   }
 
   diff (rel: Buffer, what: string, detail?: string): void {
@@ -147,7 +159,11 @@ class Verifier {
         if (seg.cid !== undefined) {
           const buf = Buffer.allocUnsafe(seg.length)
           const { bytesRead } = await fh.read(buf, 0, seg.length, offset)
-          if (bytesRead !== seg.length || !matchesCid(seg.cid, buf)) return false
+          if (bytesRead !== seg.length) return false
+          if (seg.offset === undefined) { if (!matchesCid(seg.cid, buf)) return false } else {
+            const want = await this.packedContent({ ...seg, cid: seg.cid })
+            if (want === null || Buffer.compare(buf, want) !== 0) return false
+          }
         } else {
           for (let pos = 0; pos < seg.length; pos += READ_SIZE) {
             const n = Math.min(READ_SIZE, seg.length - pos)

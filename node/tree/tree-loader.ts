@@ -111,17 +111,21 @@ export function * walkTree (root: DirNode, prefix: Buffer = Buffer.alloc(0)): Ge
   }
 }
 
-/** The unique content chunks of a tree, in tree order: the version's piece list. */
+/**
+ * The unique content chunks of a tree, in tree order: the version's piece list. A pack's length
+ * is where the last run the tree takes from it ends (its whole size when every file packed in it
+ * is in the tree).
+ */
 export function pieceList (root: DirNode): Array<{ cid: CID, length: number }> {
-  const seen = new Set<string>()
+  const seen = new Map<string, number>()
   const out: Array<{ cid: CID, length: number }> = []
   for (const { entry } of walkTree(root)) {
     for (const seg of entry.segments ?? []) {
       if (seg.cid === undefined) continue
       const key = seg.cid.toString()
-      if (seen.has(key)) continue
-      seen.add(key)
-      out.push({ cid: seg.cid, length: seg.length })
+      const end = (seg.offset ?? 0) + seg.length
+      const at = seen.get(key)
+      if (at === undefined) { seen.set(key, out.length); out.push({ cid: seg.cid, length: end }) } else if (out[at].length < end) out[at].length = end
     }
   }
   return out

@@ -1,7 +1,7 @@
 /** Capture → deploy → independent comparison, on a synthetic tree with every file type and on a real Debian root. */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, writeFile, mkdir, lstat } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile, mkdir, lstat, chmod } from 'node:fs/promises'
 import { spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -115,7 +115,7 @@ test('verify reports tampering', async () => {
   assert.notDeepEqual(rsyncDifferences(src, dst), [])
 })
 
-test('small files are packed into shared chunks; a changed file is packed anew and its neighbours keep theirs; deploy and verify are exact', async () => {
+test('small files are packed into shared chunks; a changed file is packed anew, its neighbours and a file with only a new stat keep their runs; deploy and verify are exact', async () => {
   const src = join(work, 'packs-src')
   const data = join(work, 'data-packs')
   const dst = join(work, 'packs-dst')
@@ -164,6 +164,14 @@ test('small files are packed into shared chunks; a changed file is packed anew a
   const bad = await imgmesh(['verify', dst, '--data-dir', data, '--json'])
   assert.equal(bad.code, 1)
   assert.deepEqual((JSON.parse(bad.stdout) as { differences: Array<{ path: string, what: string }> }).differences, [{ path: '/many/f031', what: 'content' }])
+
+  // a new stat, the same bytes: the file keeps its run of its pack
+  await chmod(join(src, 'many', 'f010'), 0o600)
+  const v3 = await capture()
+  const same = diffTrees(v2.tree, v3.tree)
+  assert.equal(same.newChunks, 0)
+  assert.deepEqual(same.changed.map(c => `${c.kind} ${c.path}`), ['attributes /many/f010'])
+  v3.store.blocks.close()
 })
 
 test('real Debian root (debootstrap minbase) round-trips exactly', { timeout: 600_000 }, async (t) => {

@@ -16,6 +16,7 @@ import { segmentContent, type Segment, type TreeEntry } from '../../protocols/tr
 import type { RootAttributes } from '../../protocols/version.ts'
 import type { BlockGetter } from '../store/block-store.ts'
 import { nativeFs } from '../native/fsx.ts'
+import type { RecentPacks } from './recent-packs.ts'
 import { readXattrs, joinPath, showPath } from '../tree/entry-metadata.ts'
 import { ImgmeshError, isErrno } from '../errors.ts'
 
@@ -35,6 +36,8 @@ export interface WriterContext {
   /** Root may set owners and make device nodes; others skip them with a warning. */
   privileged: boolean
   warn: (key: string, message: string) => void
+  /** Packs read lately (a directory's packed files share them); absent: every file reads its own. */
+  packs?: RecentPacks
 }
 
 export type Attributes = Pick<TreeEntry, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'> | RootAttributes
@@ -183,7 +186,7 @@ async function writeSegments (ctx: WriterContext, fd: number, rel: Buffer, entry
         (bytes) => { try { put(segment, at, bytes) } catch (err) { failure ??= err } settled() },
         (err) => { failure ??= err; settled() }) ?? false
       if (later) coming++
-      else put(segment, at, await ctx.blocks.get(cid))
+      else put(segment, at, segment.offset !== undefined && ctx.packs !== undefined ? await ctx.packs.get(ctx.blocks, cid) : await ctx.blocks.get(cid))
       if (failure !== null) throw failure
     }
     asked = true

@@ -1,7 +1,7 @@
 /** Capture → deploy → independent comparison, on a synthetic tree with every file type and on a real Debian root. */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, writeFile, mkdir, lstat, chmod } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile, mkdir, lstat, chmod, utimes } from 'node:fs/promises'
 import { spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,6 +14,7 @@ import { ImageStore } from '../node/image/image-store.ts'
 import { randomBytes } from 'node:crypto'
 import { pieceList, type DirNode } from '../node/tree/tree-loader.ts'
 import { diffTrees } from '../node/image/version-diff.ts'
+import { nameHash } from '../node/image/capture.ts'
 import type { Segment } from '../protocols/tree.ts'
 
 let work: string
@@ -172,6 +173,33 @@ test('small files are packed into shared chunks; a changed file is packed anew, 
   assert.equal(same.newChunks, 0)
   assert.deepEqual(same.changed.map(c => `${c.kind} ${c.path}`), ['attributes /many/f010'])
   v3.store.blocks.close()
+})
+
+test('a pack never outgrows its limit when files between the new ones keep their runs', async () => {
+  const src = join(work, 'fill-src')
+  const data = join(work, 'data-fill')
+  const dst = join(work, 'fill-dst')
+  await mkdir(src, { recursive: true })
+  // four new files that do not end a pack by their names fill it to 200 KiB; then a file with a
+  // new stat and its old bytes keeps its run; then a new 64 KiB file must start the next pack
+  const names: string[] = []
+  for (let k = 0; names.length < 4; k++) if ((nameHash(Buffer.from(`a${k}`)) & 3) !== 0) names.push(`a${k}`)
+  names.sort()
+  for (const n of [...names, 'm', 'z']) await writeFile(join(src, n), randomBytes(n === 'z' ? 64 * 1024 : 50 * 1024))
+  await imgmeshJson<CaptureJson>(['capture', src, '--image', 'fill', '--no-default-excludes', '--data-dir', data])
+  for (const n of names) await writeFile(join(src, n), randomBytes(50 * 1024))
+  await writeFile(join(src, 'z'), randomBytes(64 * 1024))
+  await utimes(join(src, 'm'), 1_600_000_000, 1_600_000_000)
+  const v2 = await imgmeshJson<CaptureJson>(['capture', src, '--image', 'fill', '--no-default-excludes', '--data-dir', data])
+  assert.equal(v2.version, 2)
+  await imgmeshJson<DeployJson>(['deploy', 'fill', dst, '--data-dir', data])
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+  const store = await ImageStore.open(data)
+  const tree = await store.loadTree((await store.resolve('fill')).version.body.tree)
+  const run = (name: string): Segment => tree.entries.find(e => Buffer.from(e.name).toString() === name)!.segments![0]
+  assert.equal(run(names[3]).offset, 150 * 1024, 'the four new files share a pack')
+  assert.notEqual(run('z').cid!.toString(), run(names[0]).cid!.toString(), 'the 64 KiB file went to the next pack')
+  store.blocks.close()
 })
 
 test('real Debian root (debootstrap minbase) round-trips exactly', { timeout: 600_000 }, async (t) => {

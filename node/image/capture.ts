@@ -33,8 +33,8 @@ export const INLINE_MAX = 512
  * into shared chunks: on a Linux /usr 93% of the files are this small, and a swarm's cost is per
  * block as much as per byte (a 64 MiB slice of /usr: 1,922 blocks without packs, 945 with).
  * Each file is one run (offset, length) of its pack. A pack ends after a file once it holds
- * PACK_MIN bytes and a hash of the file's name says so (one name in four), or when the next
- * file would take it past PACK_LIMIT. A file found unchanged keeps its run (captureSmallFiles).
+ * PACK_MIN bytes and a hash of the file's name says so (one name in four), or before a file
+ * that would take it past PACK_LIMIT. A file found unchanged keeps its run (captureSmallFiles).
  */
 export const PACK_MAX = 64 * 1024
 const PACK_MIN = 64 * 1024
@@ -375,7 +375,8 @@ async function captureFile (walk: Walk, entry: TreeEntry, abs: Buffer, rel: Buff
 
 interface SmallFile { entry: TreeEntry, abs: Buffer, rel: Buffer, st: BigIntStats, prev: TreeEntry | undefined }
 
-function nameHash (name: Uint8Array): number {
+/** FNV-1a of a file name: where packs end (exported for tests). */
+export function nameHash (name: Uint8Array): number {
   let h = 0x811c9dc5
   for (const b of name) h = Math.imul(h ^ b, 0x01000193)
   return h >>> 0
@@ -410,11 +411,11 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
     members = []
     used = 0
   }
-  for (let i = 0; i < files.length; i++) {
-    const f = files[i]
+  for (const f of files) {
     const size = f.entry.size ?? 0
     await pace(walk)
     walk.stats.hashedFiles++
+    if (used + size > PACK_LIMIT) close()
     const bytes = pack.subarray(used, used + size)
     if (!readWhole(f, bytes)) {
       // a file with holes keeps them: read again on its own
@@ -425,8 +426,7 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
     } else {
       members.push({ entry: f.entry, offset: used })
       used += size
-      const next = files[i + 1]?.entry.size ?? 0
-      if ((used >= PACK_MIN && (nameHash(f.entry.name) & 3) === 0) || used + next > PACK_LIMIT) close()
+      if (used >= PACK_MIN && (nameHash(f.entry.name) & 3) === 0) close()
     }
     walk.newCache[f.rel.toString('base64')] = cacheRecord(f.st)
     walk.onProgress?.({ files: walk.stats.files, bytes: size, path: showPath(f.rel) })

@@ -5,46 +5,42 @@
  *   node simulations/sim/wire-ratios.ts [--image DIR] [--image-mb 64] [--out FILE]
  *
  * It takes the testbed's image (the same slice of the cached Debian root's /usr, or of DIR, as
- * `npm run testbed -- --image-mb N`), cuts every regular file with the agent's chunker, keeps
- * each distinct chunk once (the image's blocks, which are the pieces of a deploy), and passes
- * each through the agent's own `compressBlock` (zstd level 3; null when it does not save 10 %,
- * in which case the block travels plain). The file holds the wire bytes of every block as a
+ * `npm run testbed -- --image-mb N`), captures it as the agent does (chunks, small files in
+ * packs) into a scratch store, and passes each piece of the version (its distinct blocks, in
+ * tree order) through the agent's own `compressBlock` (zstd level 3; null when it does not save
+ * 10 %, in which case the block travels plain). The file holds the wire bytes of every block as a
  * share of its size, as 256 quantiles weighted by bytes, plus the image's overall share, and
- * every block's bytes and wire bytes in the order met (files in name order, as a deploy's piece
- * list runs), for `npm run sim -- --pieces testbed`.
+ * every block's bytes and wire bytes in the piece list's order, for `npm run sim -- --pieces
+ * testbed`.
  */
-import { mkdtempSync, readFileSync, readdirSync, lstatSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { chunkBytes } from '../../node/chunk/chunker.ts'
-import { sha256 } from '../../node/store/cid.ts'
+import { ImageStore } from '../../node/image/image-store.ts'
+import { capture } from '../../node/image/capture.ts'
+import { pieceList } from '../../node/tree/tree-loader.ts'
 import { compressBlock } from '../../node/exchange/zblocks.ts'
 import { prepareImage } from '../testbed/image.ts'
 import { WIRE_RATIOS_FILE, type WireRatios } from './pieces.ts'
 
 const QUANTILES = 256
 
-function* regularFiles (dir: string): Generator<string> {
-  for (const name of readdirSync(dir).sort()) {
-    const p = join(dir, name)
-    const st = lstatSync(p)
-    if (st.isDirectory()) yield * regularFiles(p)
-    else if (st.isFile()) yield p
-  }
-}
-
 export async function measureWireRatios (dir: string, source: string): Promise<WireRatios> {
-  const seen = new Set<string>()
   const blocks: Array<{ size: number, wire: number }> = []
-  for (const file of regularFiles(dir)) {
-    for (const chunk of chunkBytes(readFileSync(file))) {
-      const key = Buffer.from(sha256(chunk)).toString('hex')
-      if (seen.has(key)) continue
-      seen.add(key)
-      const z = await compressBlock(chunk)
-      blocks.push({ size: chunk.length, wire: z === null ? chunk.length : z.length })
+  const data = mkdtempSync('/var/tmp/imgmesh-wire-store-')
+  const store = await ImageStore.open(data)
+  try {
+    await capture(store, { source: dir, image: 'wire', defaultExcludes: false, compress: false })
+    const tree = await store.loadTree((await store.resolve('wire')).version.body.tree)
+    for (const { cid } of pieceList(tree)) {
+      const block = await store.blocks.get(cid)
+      const z = await compressBlock(block)
+      blocks.push({ size: block.length, wire: z === null ? block.length : z.length })
     }
+  } finally {
+    store.blocks.close()
+    rmSync(data, { recursive: true, force: true })
   }
   if (blocks.length === 0) throw new Error(`no file data in ${dir}`)
   const pieces = blocks.map(b => [b.size, b.wire] as [number, number])
@@ -81,7 +77,7 @@ async function main (): Promise<void> {
   const scratch = mkdtempSync('/var/tmp/imgmesh-wire-')
   try {
     const image = await prepareImage({ source: v.image ?? null, sliceMiB: mib, dest: join(scratch, 'image') })
-    const what = `${v.image ?? 'the cached Debian root\'s /usr'}, ${mib > 0 ? `${mib} MiB slice` : 'all'} (as the testbed), the agent's chunker and compressBlock`
+    const what = `${v.image ?? 'the cached Debian root\'s /usr'}, ${mib > 0 ? `${mib} MiB slice` : 'all'} (as the testbed), captured as the agent does (chunks and packs), the agent's compressBlock`
     const r = await measureWireRatios(image.dir, what)
     const { quantiles, pieces, ...head } = r
     writeFileSync(v.out, JSON.stringify(head, null, 1).replace(/\n}$/, `,\n "quantiles": ${JSON.stringify(quantiles)},\n "pieces": ${JSON.stringify(pieces)}\n}\n`))

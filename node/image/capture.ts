@@ -405,9 +405,11 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
     const { cid } = walk.putChunk(pack.subarray(0, used))
     if (members.length === 1) members[0].entry.segments = [{ length: used, cid }]
     else for (const m of members) m.entry.segments = [{ length: m.entry.size ?? 0, cid, offset: m.offset }]
-    walk.stats.chunks++
-    walk.stats.chunkBytes += used
-    walk.chunks.add(cid.toString())
+    if (!walk.chunks.has(cid.toString())) {
+      walk.chunks.add(cid.toString())
+      walk.stats.chunks++
+      walk.stats.chunkBytes += used
+    }
     members = []
     used = 0
   }

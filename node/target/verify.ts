@@ -160,10 +160,10 @@ class Verifier {
           const buf = Buffer.allocUnsafe(seg.length)
           const { bytesRead } = await fh.read(buf, 0, seg.length, offset)
           if (bytesRead !== seg.length) return false
-          if (seg.offset === undefined) { if (!matchesCid(seg.cid, buf)) return false } else {
-            const want = await this.packedContent({ ...seg, cid: seg.cid })
-            if (want === null || Buffer.compare(buf, want) !== 0) return false
-          }
+          const matches = seg.offset === undefined
+            ? matchesCid(seg.cid, buf)
+            : Buffer.compare(buf, await this.packedContent({ ...seg, cid: seg.cid }) ?? new Uint8Array()) === 0
+          if (!matches) return false
         } else {
           for (let pos = 0; pos < seg.length; pos += READ_SIZE) {
             const n = Math.min(READ_SIZE, seg.length - pos)

@@ -14,9 +14,12 @@ import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { ImageStore } from '../node/image/image-store.ts'
 import { captureBlock } from '../node/image/block-capture.ts'
-import { deployBlock } from '../node/target/block-deploy.ts'
+import { deployBlock, loadBlockEntry } from '../node/target/block-deploy.ts'
+import { encodeTree } from '../protocols/tree.ts'
+import { BLOCK_IMAGE_ENTRY } from '../protocols/version.ts'
 import { readTargetState } from '../node/target/target-state.ts'
 import { ImgmeshError } from '../node/errors.ts'
+import { cidFor } from '../node/store/cid.ts'
 import { imgmesh, imgmeshJson } from './support/cli.ts'
 import { AgentSet } from './support/agents.ts'
 import { ControlClient } from '../node/control/control-api.ts'
@@ -307,4 +310,14 @@ test('CLI: capture --block needs no SRC, and a block image deploys by name', asy
   assert.ok(same(image, target))
   const none = await imgmesh(['capture', '--image', 'raw', '--data-dir', data])
   assert.notEqual(none.code, 0)
+})
+
+test('a block image whose disk entry names runs of packs is refused (EBADTREE)', async () => {
+  const pack = cidFor(randomBytes(100))
+  const treeBytes = encodeTree([{ name: Buffer.from(BLOCK_IMAGE_ENTRY), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [], size: 50, segments: [{ length: 50, cid: pack, offset: 10 }] }])
+  const treeCid = cidFor(treeBytes, 0x71)
+  const blocks = { get: async (cid: CID) => { assert.ok(cid.equals(treeCid)); return treeBytes } }
+  const body = { image: 'disk', number: 1, parents: [], tree: treeCid, root: { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }, created: '2026-12-07T00:00:00Z', author: '00'.repeat(32), message: '', stats: { files: 1, dirs: 0, entries: 1, bytes: 50, chunks: 1, chunkBytes: 50 }, kind: 'block' as const }
+  await assert.rejects(loadBlockEntry(blocks, { cid: treeCid, version: { body, signature: new Uint8Array(64) } }),
+    (err: unknown) => err instanceof ImgmeshError && err.code === 'EBADTREE' && /packed segments/.test(err.message))
 })

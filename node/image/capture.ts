@@ -9,6 +9,7 @@ import type { BigIntStats } from 'node:fs'
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import type { PutResult } from '../store/block-store.ts'
+import { RecentBlocks } from '../store/recent-blocks.ts'
 import { ImageStore } from './image-store.ts'
 import { Chunker, DEFAULT_CHUNKING, chunkBytes, type ChunkingOptions } from '../chunk/chunker.ts'
 import { ExcludeList, DEFAULT_CAPTURE_EXCLUDES } from '../tree/exclude.ts'
@@ -122,6 +123,8 @@ interface Walk {
   readBuf: Buffer
   /** The pack being filled (one directory's small files at a time). */
   packBuf: Buffer
+  /** Old blocks read to compare touched files with their previous runs. */
+  recent: RecentBlocks
 }
 
 /** Lets timers and I/O callbacks run when the walk has held the event loop for a while. */
@@ -183,7 +186,8 @@ export async function capture (store: ImageStore, opts: CaptureOptions): Promise
     onProgress: opts.onProgress,
     lastYield: performance.now(),
     readBuf: Buffer.allocUnsafeSlow(SYNC_READ_MAX),
-    packBuf: Buffer.allocUnsafeSlow(PACK_LIMIT)
+    packBuf: Buffer.allocUnsafeSlow(PACK_LIMIT),
+    recent: new RecentBlocks()
   }
   const tree = await captureDir(walk, Buffer.from(source), Buffer.alloc(0), prevTree)
   const newBytesBeforeVersion = store.blocks.bytesAdded - before
@@ -397,7 +401,6 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
     else files.push(f)
   }
   const pack = walk.packBuf
-  const before = new Map<string, Promise<Uint8Array | null>>()
   let used = 0
   let members: Array<{ entry: TreeEntry, offset: number }> = []
   const close = (): void => {
@@ -422,7 +425,7 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
     if (!readWhole(f, bytes)) {
       // a file with holes keeps them: read again on its own
       captureSmallFile(walk, f.entry, f.abs, f.rel, f.st, size)
-    } else if (f.prev !== undefined && await sameBytes(walk, f.prev, bytes, before)) {
+    } else if (f.prev !== undefined && await sameBytes(walk, f.prev, bytes)) {
       reuseContent(walk, f.entry, f.rel, f.st, f.prev)
       continue
     } else {
@@ -437,24 +440,18 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
 }
 
 /**
- * Whether a file read again holds the bytes of its previous entry (from the store; each block
- * read once per directory). False when the previous entry is not a file of that size, or a
- * block of it is no longer in the store.
+ * Whether a file read again holds the bytes of its previous entry (from the store, through the
+ * walk's recent blocks: a directory's touched files share their old packs). False when the
+ * previous entry is not a file of that size, or a block of it is no longer in the store.
  */
-async function sameBytes (walk: Walk, prev: TreeEntry, bytes: Uint8Array, blocks: Map<string, Promise<Uint8Array | null>>): Promise<boolean> {
+async function sameBytes (walk: Walk, prev: TreeEntry, bytes: Uint8Array): Promise<boolean> {
   if (prev.type !== 'file' || prev.size !== bytes.length || prev.segments === undefined) return false
   let at = 0
   for (const s of prev.segments) {
     const here = bytes.subarray(at, at + s.length)
     at += s.length
     if (s.cid === undefined) { if (here.some(b => b !== 0)) return false; continue }
-    const key = s.cid.toString()
-    let block = blocks.get(key)
-    if (block === undefined) {
-      block = walk.store.blocks.get(s.cid).catch(() => null)
-      blocks.set(key, block)
-    }
-    const got = await block
+    const got = await walk.recent.get(walk.store.blocks, s.cid).catch(() => null)
     const want = got === null ? null : segmentContent(s, got)
     if (want === null || Buffer.compare(here, want) !== 0) return false
   }

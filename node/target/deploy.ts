@@ -14,8 +14,8 @@ import { loadTree, nameKey, walkTree, entryAt, type DirNode } from '../tree/tree
 import { ExcludeList } from '../tree/exclude.ts'
 import { entriesEqual, sameContent, type TreeEntry } from '../../protocols/tree.ts'
 import { entryTypeOf, mtimeOf, readXattrs, splitDev, xattrsEqual, joinPath, showPath } from '../tree/entry-metadata.ts'
+import { RecentBlocks } from '../store/recent-blocks.ts'
 import { readTargetState, writeTargetState, type DeployedVersion, type TargetState } from './target-state.ts'
-import { RecentPacks } from './recent-packs.ts'
 import { applyAttributes, ensureDirectory, isTmpName, removePath, writeError, writeHardlink, writeRegularFile, writeSpecial, type WriterContext } from './file-writer.ts'
 import { runFileTasks, type FileTask } from './file-queue.ts'
 import { deployBlock } from './block-deploy.ts'
@@ -129,7 +129,7 @@ class Deployment {
     this.onProgress = opts.onProgress
     this.ctx = {
       blocks,
-      packs: new RecentPacks(),
+      packs: new RecentBlocks(),
       privileged: process.getuid?.() === 0,
       warn: (key, message) => {
         if (this.warned.has(key)) return

@@ -16,7 +16,7 @@ import { segmentContent, type Segment, type TreeEntry } from '../../protocols/tr
 import type { RootAttributes } from '../../protocols/version.ts'
 import type { BlockGetter } from '../store/block-store.ts'
 import { nativeFs } from '../native/fsx.ts'
-import type { RecentPacks } from './recent-packs.ts'
+import type { RecentBlocks } from '../store/recent-blocks.ts'
 import { readXattrs, joinPath, showPath } from '../tree/entry-metadata.ts'
 import { ImgmeshError, isErrno } from '../errors.ts'
 
@@ -37,7 +37,7 @@ export interface WriterContext {
   privileged: boolean
   warn: (key: string, message: string) => void
   /** Packs read lately (a directory's packed files share them); absent: every file reads its own. */
-  packs?: RecentPacks
+  packs?: RecentBlocks
 }
 
 export type Attributes = Pick<TreeEntry, 'mode' | 'uid' | 'gid' | 'mtimeSec' | 'mtimeNsec' | 'xattrs'> | RootAttributes

@@ -10,8 +10,8 @@ import { ImageStore } from '../image/image-store.ts'
 import type { BlockGetter } from '../store/block-store.ts'
 import { loadTree, nameKey, type DirNode } from '../tree/tree-loader.ts'
 import { ExcludeList } from '../tree/exclude.ts'
-import { segmentContent, type Segment, type TreeEntry } from '../../protocols/tree.ts'
-import type { CID } from 'multiformats/cid'
+import { segmentContent, type TreeEntry } from '../../protocols/tree.ts'
+import { RecentBlocks } from '../store/recent-blocks.ts'
 import type { RootAttributes } from '../../protocols/version.ts'
 import { matchesCid } from '../store/cid.ts'
 import { entryTypeOf, mtimeOf, readXattrs, splitDev, xattrsEqual, joinPath, showPath } from '../tree/entry-metadata.ts'
@@ -63,8 +63,8 @@ class Verifier {
   readonly result: VerifyResult
   readonly hardlinks: Array<{ rel: Buffer, st: BigIntStats, link: Uint8Array }> = []
   readonly blocks: BlockGetter
-  /** The last pack read: the files of one directory share their packs. */
-  private pack: { cid: CID, bytes: Uint8Array } | null = null
+  /** The files of one directory share their packs. */
+  private readonly packs = new RecentBlocks()
 
   constructor (root: Buffer, excludes: ExcludeList, privileged: boolean, result: VerifyResult, blocks: BlockGetter) {
     this.root = root
@@ -74,11 +74,6 @@ class Verifier {
     this.blocks = blocks
   }
 
-  /** What a packed segment should hold, from its pack (null when the pack does not have it). */
-  async packedContent (segment: Segment & { cid: CID }): Promise<Uint8Array | null> {
-    if (this.pack === null || !this.pack.cid.equals(segment.cid)) this.pack = { cid: segment.cid, bytes: await this.blocks.get(segment.cid) }
-    return segmentContent(segment, this.pack.bytes)
-  }
 
   diff (rel: Buffer, what: string, detail?: string): void {
     this.result.differences.push(detail === undefined ? { path: '/' + showPath(rel), what } : { path: '/' + showPath(rel), what, detail })
@@ -162,7 +157,7 @@ class Verifier {
           if (bytesRead !== seg.length) return false
           const matches = seg.offset === undefined
             ? matchesCid(seg.cid, buf)
-            : Buffer.compare(buf, await this.packedContent({ ...seg, cid: seg.cid }) ?? new Uint8Array()) === 0
+            : Buffer.compare(buf, segmentContent(seg, await this.packs.get(this.blocks, seg.cid)) ?? new Uint8Array()) === 0
           if (!matches) return false
         } else {
           for (let pos = 0; pos < seg.length; pos += READ_SIZE) {

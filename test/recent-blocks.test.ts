@@ -1,9 +1,9 @@
-/** The packs a deploy read last: one read per pack for the files in it, a failure not kept, the oldest let go. */
+/** The blocks read last: one read per pack for the files in it, a failure not kept, the oldest let go. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
-import { RecentPacks } from '../node/target/recent-packs.ts'
+import { RecentBlocks } from '../node/store/recent-blocks.ts'
 import type { BlockGetter } from '../node/store/block-store.ts'
 import { cidFor } from '../node/store/cid.ts'
 
@@ -28,7 +28,7 @@ test('files of one pack share its read; a failed read is asked again; the 17th p
   const packs = Array.from({ length: 17 }, () => randomBytes(1000))
   const cids = packs.map(p => cidFor(p))
   const store = countingStore(packs)
-  const recent = new RecentPacks()
+  const recent = new RecentBlocks()
   const got = await Promise.all([recent.get(store, cids[0]), recent.get(store, cids[0]), recent.get(store, cids[0])])
   assert.ok(got.every(g => Buffer.compare(g, packs[0]) === 0))
   assert.equal(store.reads.get(cids[0].toString()), 1, 'three files, one read')

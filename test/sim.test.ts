@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { simulate, tMinSeconds, type SimConfig } from '../simulations/sim/sim.ts'
 import { pieceSizes, readWireRatios, wireSizes } from '../simulations/sim/pieces.ts'
+import { agentCpuSeconds, type Row } from '../simulations/sim/compare.ts'
 
 const base: SimConfig = { clients: 6, upBps: 50e6, downBps: 50e6, imageBytes: 4 * 1024 * 1024, seed: 7 }
 
@@ -117,4 +118,12 @@ test('the testbed image\'s own pieces: every block once, each at its own wire by
   const wireShare = part.reduce((a, p) => a + p[1], 0) / bytes
   assert.ok(own.originUpF >= wireShare - 1e-9 && own.originUpF < 1, `origin up ${own.originUpF} F, wire share ${wireShare}`)
   assert.throws(() => simulate({ ...base, pieces: sizes, wireBytes: [1, 2] }), /one entry per piece/)
+})
+
+test('the comparison takes every agent\'s CPU up to the last finish, and older runs\' own-finish figure otherwise', () => {
+  const row = (notes: string[]): Row => ({ n: 3, transport: 'imgmesh', status: 'ok', ratio: 1, tMinS: 10, imageBytes: 1, rateBps: 50e6, notes })
+  const own = 'agent CPU t0→finish: h0 2.5 s (run-queue wait 1.0 s), clients mean 2.0 s (user 1.5, sys 0.5; wait 3.0 s, max 4.0 s); load average at t0 1 1 1'
+  assert.equal(agentCpuSeconds(row([own])), 2.5 + 3 * 2.0)
+  assert.equal(agentCpuSeconds(row([own, 'agent CPU t0→last finish: all agents 9.75 s, of it clients after their own finish 1.25 s'])), 9.75)
+  assert.equal(agentCpuSeconds(row(['no figures'])), null)
 })

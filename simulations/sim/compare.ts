@@ -17,12 +17,13 @@
  */
 import { readFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { simulate, type SimConfig } from './sim.ts'
 import { readWireRatios, type WireRatios } from './pieces.ts'
 import { median } from '../bench-transfer.ts'
 
-interface Row {
+export interface Row {
   n: number
   transport: string
   status: string
@@ -40,8 +41,16 @@ export function wireCompressed (row: Row): boolean {
   return !row.notes.some(n => /wire compression off/.test(n))
 }
 
-/** CPU-seconds of all agents from t0 to the last finish, from the testbed's note. */
+/**
+ * CPU-seconds of all agents from t0 to the last finish, from the testbed's note. A run from
+ * before that note was written gives each client's CPU up to its own finish only, which leaves
+ * out what clients that finished early spent serving the others.
+ */
 export function agentCpuSeconds (row: Row): number | null {
+  for (const note of row.notes) {
+    const m = /agent CPU t0→last finish: all agents ([\d.]+) s/.exec(note)
+    if (m !== null) return Number(m[1])
+  }
   for (const note of row.notes) {
     const m = /agent CPU t0→finish: h0 ([\d.]+) s .*clients mean ([\d.]+) s/.exec(note)
     if (m !== null) return Number(m[1]) + row.n * Number(m[2])
@@ -109,4 +118,4 @@ function main (): void {
   for (const l of lines) process.stdout.write(fmt(l) + '\n')
 }
 
-main()
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) main()

@@ -383,6 +383,11 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   }))
 
   at1[0] = readProc(h0.proc.pid)
+  // Every agent again at the last finish: a client that finished early went on serving the others.
+  const atEnd = all.map((a, i) => {
+    if (i === 0) return at1[0]
+    try { return readProc(a.proc.pid) } catch { return NO_READING }
+  })
   // The deploy window on CLOCK_MONOTONIC, to slice a system-wide profile (perf record -k CLOCK_MONOTONIC; perf report --time).
   ctx.log(`deploy window on CLOCK_MONOTONIC: ${monotonicWindow(t0Monotonic)}`)
   // CPU time and run-queue wait of each agent between t0 and its finish (h0: the last finish).
@@ -392,7 +397,10 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   })
   const cl = cpu.slice(1).filter(c => c.cpuS > 0)
   const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length)
+  const toEnd = atEnd.map((e, i) => e === NO_READING ? 0 : (e.sched[0] - at0[i].sched[0]) / 1e9)
+  const afterOwn = toEnd.slice(1).reduce((x, y, k) => x + (cpu[k + 1].cpuS > 0 ? y - cpu[k + 1].cpuS : 0), 0)
   notes.push(`agent CPU t0→finish: h0 ${cpu[0].cpuS.toFixed(1)} s (run-queue wait ${cpu[0].waitS.toFixed(1)} s), clients mean ${mean(cl.map(c => c.cpuS)).toFixed(1)} s (user ${mean(cl.map(c => c.userS)).toFixed(1)}, sys ${mean(cl.map(c => c.sysS)).toFixed(1)}; wait ${mean(cl.map(c => c.waitS)).toFixed(1)} s, max ${Math.max(0, ...cl.map(c => c.waitS)).toFixed(1)} s); load average at t0 ${loadAt0}`)
+  notes.push(`agent CPU t0→last finish: all agents ${toEnd.reduce((x, y) => x + y, 0).toFixed(1)} s, of it clients after their own finish ${afterOwn.toFixed(1)} s`)
   notes.push(`system calls t0→finish: clients mean ${Math.round(mean(cl.map(c => c.readCalls)))} reads, ${Math.round(mean(cl.map(c => c.writeCalls)))} writes; h0 ${cpu[0].readCalls} reads, ${cpu[0].writeCalls} writes; main thread switches t0→finish: clients mean ${Math.round(mean(cl.map(c => c.wakeups)))} voluntary, ${Math.round(mean(cl.map(c => c.preempted)))} preempted`)
   notes.push(`minor page faults t0→finish: clients mean ${Math.round(mean(cl.map(c => c.faults)))}, h0 ${cpu[0].faults}; resident MiB at t0 → finish (peak): clients mean ${mean(cl.map(c => c.rssMiB[0])).toFixed(0)} → ${mean(cl.map(c => c.rssMiB[1])).toFixed(0)} (${mean(cl.map(c => c.rssMiB[2])).toFixed(0)}), h0 ${cpu[0].rssMiB[0]} → ${cpu[0].rssMiB[1]} (${cpu[0].rssMiB[2]})`)
   // What each agent sent and received, for the write-up.

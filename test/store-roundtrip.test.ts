@@ -202,6 +202,87 @@ test('a pack never outgrows its limit when files between the new ones keep their
   store.blocks.close()
 })
 
+test('a pack whose directory keeps less than half of it is packed anew; one that keeps more, or only sees new stats, is not', async () => {
+  const src = join(work, 'repack-src')
+  const data = join(work, 'data-repack')
+  const dst = join(work, 'repack-dst')
+  await mkdir(src, { recursive: true })
+  // eight files of 20 KB whose names never end a pack: one pack of 160 KB
+  const names: string[] = []
+  for (let k = 0; names.length < 8; k++) if ((nameHash(Buffer.from(`r${k}`)) & 3) !== 0) names.push(`r${k}`)
+  names.sort()
+  for (const n of names) await writeFile(join(src, n), randomBytes(20_000))
+  const capture = async (): Promise<DirNode> => {
+    await imgmeshJson<CaptureJson>(['capture', src, '--image', 'rp', '--no-default-excludes', '--data-dir', data])
+    const store = await ImageStore.open(data)
+    try { return await store.loadTree((await store.resolve('rp')).version.body.tree) } finally { store.blocks.close() }
+  }
+  const packOf = (tree: DirNode, name: string): string => tree.entries.find(e => Buffer.from(e.name).toString() === name)!.segments![0].cid!.toString()
+  const v1 = await capture()
+  const first = packOf(v1, names[0])
+  for (const n of names) assert.equal(packOf(v1, n), first)
+
+  // three files go: 100 of 160 KB still used, the pack stays
+  for (const n of names.slice(0, 3)) await rm(join(src, n))
+  const v2 = await capture()
+  assert.equal(diffTrees(v1, v2).newChunks, 0)
+  for (const n of names.slice(3)) assert.equal(packOf(v2, n), first)
+
+  // two more change: 60 of 160 KB left, so the three kept files are packed with the new ones
+  for (const n of names.slice(3, 5)) await writeFile(join(src, n), randomBytes(20_000))
+  const v3 = await capture()
+  const d3 = diffTrees(v2, v3)
+  // the kept files' bytes are the same, in a new pack: the update moves and rewrites them too
+  assert.deepEqual(d3.changed.map(c => `${c.kind} ${c.path}`).sort(), names.slice(3).map(n => `changed /${n}`))
+  for (const n of names.slice(3)) assert.notEqual(packOf(v3, n), first)
+  assert.equal(pieceList(v3).some(p => p.cid.toString() === first), false, 'the half-dead pack is no longer part of the version')
+  await imgmeshJson<DeployJson>(['deploy', 'rp', dst, '--data-dir', data])
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+  const ok = await imgmesh(['verify', dst, '--data-dir', data])
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr)
+
+  // new stats, the same bytes: nothing is packed anew
+  for (const n of names.slice(3)) await chmod(join(src, n), 0o640)
+  const v4 = await capture()
+  const d4 = diffTrees(v3, v4)
+  assert.equal(d4.newChunks, 0)
+  assert.equal(d4.changed.length, 5)
+  for (const n of names.slice(3)) assert.equal(packOf(v4, n), packOf(v3, n))
+})
+
+test('a change in a directory folds its files in blocks under 16 KiB into the new pack', async () => {
+  const src = join(work, 'fold-src')
+  const data = join(work, 'data-fold')
+  const dst = join(work, 'fold-dst')
+  await mkdir(src, { recursive: true })
+  const names: string[] = []
+  for (let k = 0; names.length < 4; k++) if ((nameHash(Buffer.from(`t${k}`)) & 3) !== 0) names.push(`t${k}`)
+  names.sort()
+  for (const n of names) await writeFile(join(src, n), randomBytes(3000))
+  const capture = async (): Promise<DirNode> => {
+    await imgmeshJson<CaptureJson>(['capture', src, '--image', 'fold', '--no-default-excludes', '--data-dir', data])
+    const store = await ImageStore.open(data)
+    try { return await store.loadTree((await store.resolve('fold')).version.body.tree) } finally { store.blocks.close() }
+  }
+  const blockOf = (tree: DirNode, name: string): string => tree.entries.find(e => Buffer.from(e.name).toString() === name)!.segments![0].cid!.toString()
+  const v1 = await capture()
+  const small = blockOf(v1, names[0])
+  for (const n of names) assert.equal(blockOf(v1, n), small, 'four files of 3,000 bytes in one pack of 12 KB')
+  // one file changes: the three kept files leave their 12 KB pack for the new one, one block in all
+  await writeFile(join(src, names[0]), randomBytes(3000))
+  const v2 = await capture()
+  const folded = blockOf(v2, names[0])
+  assert.notEqual(folded, small)
+  for (const n of names) assert.equal(blockOf(v2, n), folded)
+  assert.equal(pieceList(v2).length, 1)
+  // nothing changes: nothing moves
+  const v3 = await capture()
+  assert.equal(diffTrees(v2, v3).newChunks, 0)
+  for (const n of names) assert.equal(blockOf(v3, n), folded)
+  await imgmeshJson<DeployJson>(['deploy', 'fold', dst, '--data-dir', data])
+  assert.deepEqual(rsyncDifferences(src, dst), [])
+})
+
 test('real Debian root (debootstrap minbase) round-trips exactly', { timeout: 600_000 }, async (t) => {
   const deb = debianRoot()
   if (deb === null) { t.skip('needs root and debootstrap'); return }

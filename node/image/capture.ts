@@ -35,7 +35,9 @@ export const INLINE_MAX = 512
  * block as much as per byte (a 64 MiB slice of /usr: 1,922 blocks without packs, 945 with).
  * Each file is one run (offset, length) of its pack. A pack ends after a file once it holds
  * PACK_MIN bytes and a hash of the file's name says so (one name in four), or before a file
- * that would take it past PACK_LIMIT. A file found unchanged keeps its run (captureSmallFiles).
+ * that would take it past PACK_LIMIT. A file found unchanged keeps its run, unless its pack is
+ * more than half dead or, when its directory packs new files, is under 16 KiB: then it is packed
+ * anew with them (captureSmallFiles, packsToRepack).
  */
 export const PACK_MAX = 64 * 1024
 const PACK_MIN = 64 * 1024
@@ -309,7 +311,7 @@ async function captureDir (walk: Walk, abs: Buffer, rel: Buffer, prev: DirNode |
     }
   }
   await runLimited(fileTasks, FILE_CONCURRENCY)
-  await captureSmallFiles(walk, small)
+  await captureSmallFiles(walk, small, prevEntries.values())
   for (const d of subdirs) {
     if (d.st.dev !== walk.rootDev) {
       walk.warnings.push(`not descending into /${showPath(d.rel)}: another filesystem`)
@@ -390,15 +392,34 @@ export function nameHash (name: Uint8Array): number {
  * A directory's small files. Those that are as the previous capture saw them keep their content
  * from the previous tree; so does a file whose stat changed but whose bytes did not (chmod,
  * touch: compared with its previous content in the store). A changed file therefore does not
- * change its neighbours' entries, and an update moves only the new bytes. The rest are read
- * and packed together; a pack of one file is a whole chunk, and a file with holes is captured
- * on its own.
+ * change its neighbours' entries, and an update moves the new bytes, plus the kept files of the
+ * blocks packsToRepack gives up (half-dead packs, small blocks). The rest are read and packed
+ * together; a pack of one file is a whole chunk, and a file with holes is captured on its own.
  */
-async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
-  const files: SmallFile[] = []
+async function captureSmallFiles (walk: Walk, all: SmallFile[], prevEntries: Iterable<TreeEntry>): Promise<void> {
+  // Which files keep their previous content: same stat, or same bytes (chmod, touch).
+  const keep: boolean[] = []
+  /** Read here already (and counted as hashed). */
+  const read: boolean[] = []
   for (const f of all) {
-    if (unchanged(walk, f.entry, f.rel, f.st, f.prev)) reuseContent(walk, f.entry, f.rel, f.st, f.prev)
-    else files.push(f)
+    let same = unchanged(walk, f.entry, f.rel, f.st, f.prev)
+    read.push(false)
+    if (!same && f.prev?.type === 'file' && f.prev.size === f.entry.size) {
+      await pace(walk)
+      walk.stats.hashedFiles++
+      read[read.length - 1] = true
+      const bytes = Buffer.allocUnsafe(f.entry.size ?? 0)
+      same = readWhole(f, bytes) && await sameBytes(walk, f.prev, bytes)
+    }
+    keep.push(same)
+  }
+  const repack = await packsToRepack(walk, all.filter((_f, i) => keep[i]).map(f => f.prev!), prevEntries, keep.includes(false))
+  const files: SmallFile[] = []
+  for (let i = 0; i < all.length; i++) {
+    const f = all[i]
+    if (keep[i] && !packedIn(f.prev!, repack)) { reuseContent(walk, f.entry, f.rel, f.st, f.prev!); continue }
+    if (!read[i]) walk.stats.hashedFiles++
+    files.push(f)
   }
   const pack = walk.packBuf
   let used = 0
@@ -419,15 +440,11 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
   for (const f of files) {
     const size = f.entry.size ?? 0
     await pace(walk)
-    walk.stats.hashedFiles++
     if (used + size > PACK_LIMIT) close()
     const bytes = pack.subarray(used, used + size)
     if (!readWhole(f, bytes)) {
       // a file with holes keeps them: read again on its own
       captureSmallFile(walk, f.entry, f.abs, f.rel, f.st, size)
-    } else if (f.prev !== undefined && await sameBytes(walk, f.prev, bytes)) {
-      reuseContent(walk, f.entry, f.rel, f.st, f.prev)
-      continue
     } else {
       members.push({ entry: f.entry, offset: used })
       used += size
@@ -437,6 +454,65 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[]): Promise<void> {
     walk.onProgress?.({ files: walk.stats.files, bytes: size, path: showPath(f.rel) })
   }
   close()
+}
+
+/** A pack is packed anew once less than this share of its bytes is still used by its directory. */
+const REPACK_LIVE = 0.5
+/** A kept file in a block smaller than this joins its directory's new pack, when there is one. */
+const REPACK_SMALL = 16 * 1024
+
+/** The one block that holds all of a file's content (a run of a pack, or a whole chunk), if any. */
+function soleBlock (e: TreeEntry): Segment | undefined {
+  const s = e.segments
+  return s !== undefined && s.length === 1 && s[0].cid !== undefined ? s[0] : undefined
+}
+
+/** Whether a file's content is all in one of `blocks`. */
+function packedIn (e: TreeEntry, blocks: Set<string>): boolean {
+  const s = soleBlock(e)
+  return s !== undefined && blocks.has(s.cid!.toString())
+}
+
+/**
+ * Blocks of this directory whose kept files are packed anew, so that the version does not carry
+ * dead bytes or a trail of small blocks (a swarm's cost is per block as much as per byte):
+ * - a pack that lost files in this capture (a file changed, went or became something else) and
+ *   of which the files kept hold less than REPACK_LIVE of the bytes; dead bytes from earlier
+ *   captures count when it next loses a file, and a pack that lost nothing now is not looked at;
+ * - when the directory packs new files anyway (`packing`), a block under REPACK_SMALL bytes
+ *   (the small pack or lone chunk an earlier change left): it joins the new pack.
+ * A pack's size is read from the store, through the walk's recent blocks; a pack no longer in
+ * the store is left as it is. Returns the blocks' CIDs.
+ */
+async function packsToRepack (walk: Walk, kept: TreeEntry[], prevEntries: Iterable<TreeEntry>, packing: boolean): Promise<Set<string>> {
+  const blocks = new Map<string, { cid: CID, live: number, packed: boolean, length: number }>()
+  for (const e of kept) {
+    const s = soleBlock(e)
+    if (s === undefined) continue
+    const key = s.cid!.toString()
+    const b = blocks.get(key) ?? { cid: s.cid!, live: 0, packed: s.offset !== undefined, length: s.length }
+    b.live += s.length
+    blocks.set(key, b)
+  }
+  const keptEntries = new Set<TreeEntry>(kept)
+  const lost = new Set<string>()
+  for (const e of prevEntries) {
+    if (keptEntries.has(e)) continue
+    for (const s of e.segments ?? []) if (s.offset !== undefined && s.cid !== undefined) lost.add(s.cid.toString())
+  }
+  const out = new Set<string>()
+  for (const [key, b] of blocks) {
+    const dead = b.packed && lost.has(key)
+    if (!dead && !packing) continue
+    if (!b.packed) {
+      if (packing && b.length < REPACK_SMALL) out.add(key)
+      continue
+    }
+    const pack = await walk.recent.get(walk.store.blocks, b.cid).catch(() => null)
+    if (pack === null) continue
+    if ((packing && pack.length < REPACK_SMALL) || (dead && b.live < pack.length * REPACK_LIVE)) out.add(key)
+  }
+  return out
 }
 
 /**

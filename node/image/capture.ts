@@ -401,6 +401,8 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[], prevEntries: Ite
   const keep: boolean[] = []
   /** Read here already (and counted as hashed). */
   const read: boolean[] = []
+  /** What was read of a file that then differed (no holes): packed from here, not read again. */
+  const held = new Map<SmallFile, Buffer>()
   for (const f of all) {
     let same = unchanged(walk, f.entry, f.rel, f.st, f.prev)
     read.push(false)
@@ -409,7 +411,9 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[], prevEntries: Ite
       walk.stats.hashedFiles++
       read[read.length - 1] = true
       const bytes = Buffer.allocUnsafe(f.entry.size ?? 0)
-      same = readWhole(f, bytes) && await sameBytes(walk, f.prev, bytes)
+      const whole = readWhole(f, bytes)
+      same = whole && await sameBytes(walk, f.prev, bytes)
+      if (whole && !same) held.set(f, bytes)
     }
     keep.push(same)
   }
@@ -442,7 +446,9 @@ async function captureSmallFiles (walk: Walk, all: SmallFile[], prevEntries: Ite
     await pace(walk)
     if (used + size > PACK_LIMIT) close()
     const bytes = pack.subarray(used, used + size)
-    if (!readWhole(f, bytes)) {
+    const got = held.get(f)
+    if (got !== undefined) bytes.set(got)
+    if (got === undefined && !readWhole(f, bytes)) {
       // a file with holes keeps them: read again on its own
       captureSmallFile(walk, f.entry, f.abs, f.rel, f.st, size)
     } else {

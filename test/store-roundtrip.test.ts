@@ -21,6 +21,25 @@ let work: string
 before(async () => { work = await mkdtemp(join(tmpdir(), 'imgmesh-rt-')) })
 after(async () => { await rm(work, { recursive: true, force: true }) })
 
+/** `count` names PREFIX0, PREFIX1, ... (sorted) after none of which a pack may end (packs end by a hash of the name). */
+function namesNotEndingPacks (prefix: string, count: number): string[] {
+  const names: string[] = []
+  for (let k = 0; names.length < count; k++) if ((nameHash(Buffer.from(`${prefix}${k}`)) & 3) !== 0) names.push(`${prefix}${k}`)
+  return names.sort()
+}
+
+/** Captures src as image into the store at data and returns the new version's tree. */
+async function captureTree (src: string, data: string, image: string): Promise<DirNode> {
+  await imgmeshJson<CaptureJson>(['capture', src, '--image', image, '--no-default-excludes', '--data-dir', data])
+  const store = await ImageStore.open(data)
+  try { return await store.loadTree((await store.resolve(image)).version.body.tree) } finally { store.blocks.close() }
+}
+
+/** The CID of the (first) block of a file's content in a directory. */
+function blockOf (tree: DirNode, name: string): string {
+  return tree.entries.find(e => Buffer.from(e.name).toString() === name)!.segments![0].cid!.toString()
+}
+
 interface CaptureJson { image: string, version: number, cid: string, files: number, bytes: number, newBytes: number, created: boolean, hashedFiles: number }
 interface DeployJson { created: number, updated: number, attributes: number, deleted: number, linked: number, mode: string, changes: Array<{ kind: string, path: string }> }
 
@@ -182,9 +201,7 @@ test('a pack never outgrows its limit when files between the new ones keep their
   await mkdir(src, { recursive: true })
   // four new files that do not end a pack by their names fill it to 200 KiB; then a file with a
   // new stat and its old bytes keeps its run; then a new 64 KiB file must start the next pack
-  const names: string[] = []
-  for (let k = 0; names.length < 4; k++) if ((nameHash(Buffer.from(`a${k}`)) & 3) !== 0) names.push(`a${k}`)
-  names.sort()
+  const names = namesNotEndingPacks('a', 4)
   for (const n of [...names, 'm', 'z']) await writeFile(join(src, n), randomBytes(n === 'z' ? 64 * 1024 : 50 * 1024))
   await imgmeshJson<CaptureJson>(['capture', src, '--image', 'fill', '--no-default-excludes', '--data-dir', data])
   for (const n of names) await writeFile(join(src, n), randomBytes(50 * 1024))
@@ -208,25 +225,18 @@ test('a pack whose directory keeps less than half of it is packed anew; one that
   const dst = join(work, 'repack-dst')
   await mkdir(src, { recursive: true })
   // eight files of 20 KB whose names never end a pack: one pack of 160 KB
-  const names: string[] = []
-  for (let k = 0; names.length < 8; k++) if ((nameHash(Buffer.from(`r${k}`)) & 3) !== 0) names.push(`r${k}`)
-  names.sort()
+  const names = namesNotEndingPacks('r', 8)
   for (const n of names) await writeFile(join(src, n), randomBytes(20_000))
-  const capture = async (): Promise<DirNode> => {
-    await imgmeshJson<CaptureJson>(['capture', src, '--image', 'rp', '--no-default-excludes', '--data-dir', data])
-    const store = await ImageStore.open(data)
-    try { return await store.loadTree((await store.resolve('rp')).version.body.tree) } finally { store.blocks.close() }
-  }
-  const packOf = (tree: DirNode, name: string): string => tree.entries.find(e => Buffer.from(e.name).toString() === name)!.segments![0].cid!.toString()
+  const capture = async (): Promise<DirNode> => await captureTree(src, data, 'rp')
   const v1 = await capture()
-  const first = packOf(v1, names[0])
-  for (const n of names) assert.equal(packOf(v1, n), first)
+  const first = blockOf(v1, names[0])
+  for (const n of names) assert.equal(blockOf(v1, n), first)
 
   // three files go: 100 of 160 KB still used, the pack stays
   for (const n of names.slice(0, 3)) await rm(join(src, n))
   const v2 = await capture()
   assert.equal(diffTrees(v1, v2).newChunks, 0)
-  for (const n of names.slice(3)) assert.equal(packOf(v2, n), first)
+  for (const n of names.slice(3)) assert.equal(blockOf(v2, n), first)
 
   // two more change: 60 of 160 KB left, so the three kept files are packed with the new ones
   for (const n of names.slice(3, 5)) await writeFile(join(src, n), randomBytes(20_000))
@@ -234,7 +244,7 @@ test('a pack whose directory keeps less than half of it is packed anew; one that
   const d3 = diffTrees(v2, v3)
   // the kept files' bytes are the same, in a new pack: the update moves and rewrites them too
   assert.deepEqual(d3.changed.map(c => `${c.kind} ${c.path}`).sort(), names.slice(3).map(n => `changed /${n}`))
-  for (const n of names.slice(3)) assert.notEqual(packOf(v3, n), first)
+  for (const n of names.slice(3)) assert.notEqual(blockOf(v3, n), first)
   assert.equal(pieceList(v3).some(p => p.cid.toString() === first), false, 'the half-dead pack is no longer part of the version')
   await imgmeshJson<DeployJson>(['deploy', 'rp', dst, '--data-dir', data])
   assert.deepEqual(rsyncDifferences(src, dst), [])
@@ -247,7 +257,7 @@ test('a pack whose directory keeps less than half of it is packed anew; one that
   const d4 = diffTrees(v3, v4)
   assert.equal(d4.newChunks, 0)
   assert.equal(d4.changed.length, 5)
-  for (const n of names.slice(3)) assert.equal(packOf(v4, n), packOf(v3, n))
+  for (const n of names.slice(3)) assert.equal(blockOf(v4, n), blockOf(v3, n))
 })
 
 test('a change in a directory folds its files in blocks under 16 KiB into the new pack', async () => {
@@ -255,16 +265,9 @@ test('a change in a directory folds its files in blocks under 16 KiB into the ne
   const data = join(work, 'data-fold')
   const dst = join(work, 'fold-dst')
   await mkdir(src, { recursive: true })
-  const names: string[] = []
-  for (let k = 0; names.length < 4; k++) if ((nameHash(Buffer.from(`t${k}`)) & 3) !== 0) names.push(`t${k}`)
-  names.sort()
+  const names = namesNotEndingPacks('t', 4)
   for (const n of names) await writeFile(join(src, n), randomBytes(3000))
-  const capture = async (): Promise<DirNode> => {
-    await imgmeshJson<CaptureJson>(['capture', src, '--image', 'fold', '--no-default-excludes', '--data-dir', data])
-    const store = await ImageStore.open(data)
-    try { return await store.loadTree((await store.resolve('fold')).version.body.tree) } finally { store.blocks.close() }
-  }
-  const blockOf = (tree: DirNode, name: string): string => tree.entries.find(e => Buffer.from(e.name).toString() === name)!.segments![0].cid!.toString()
+  const capture = async (): Promise<DirNode> => await captureTree(src, data, 'fold')
   const v1 = await capture()
   const small = blockOf(v1, names[0])
   for (const n of names) assert.equal(blockOf(v1, n), small, 'four files of 3,000 bytes in one pack of 12 KB')

@@ -109,6 +109,9 @@ test('a peer told of a stored part of a version hears of the pieces a resumed fe
     await exB.askHave(a.libp2p.peerId.toString(), version, 0, { kind: 'bitmap', bitmap: new Uint8Array(0) })
     await until('the first answer', () => heard.has(0))
     assert.deepEqual([...heard], [0])
+    // a counts b among the peers asking about the version, and only that version.
+    assert.equal(exA.peersAsking(version), 1)
+    assert.equal(exA.peersAsking(pieces[0]), 0)
 
     // The fetch resumes on a: a live offer replaces the scanned one, and gains pieces.
     live = offerOf(version, pieces, [0])

@@ -28,6 +28,7 @@ import { MemoryTrim } from './memory-trim.ts'
 import { delayOptimization } from './tiering.ts'
 import { steadyHeapGrowth } from './heap-growth.ts'
 import { connectedPeerIds } from '../swarm/connected-peers.ts'
+import { jittered, provideNow, PROVIDE_AFTER_MS, PROVIDER_LOOKUP_AFTER_MS, PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS } from './provide-pacing.ts'
 
 /**
  * Pieces of a brand-new version shown to each peer before it takes them (more to a peer that
@@ -81,15 +82,6 @@ export interface VersionHeld { image: string, number: number, cid: string, piece
 
 /** DHT providers of a version dialled by a fetch even when the node has its `peers` connections. */
 const PROVIDERS_BEYOND_PEERS = 2
-/**
- * A fetch looks for the version's providers in the DHT only when no connected peer has offered
- * it this long after the fetch began. In a formed swarm the neighbours answer the fetcher's own
- * probe within a round trip; a lookup by every node at once (the version and its parents) puts
- * a query on every peer just when the new version starts to spread.
- */
-const PROVIDER_LOOKUP_AFTER_MS = 1000
-/** A fetched version is provided in the DHT this long after it is complete (see provideLater). */
-const PROVIDE_AFTER_MS = 5000
 
 export class Agent {
   readonly store: ImageStore
@@ -248,18 +240,28 @@ export class Agent {
   }
 
   /**
-   * A node that fetched a version provides it in the DHT once it holds all of it, PROVIDE_AFTER_MS
-   * later (plus up to as much again at random). A provide is a DHT query plus records sent to the
-   * closest peers; made as each fetch began, or as each ended, every node's came at the moment
-   * the whole swarm was busiest, and on the testbed they cost each node about 0.15 CPU-s of an
-   * update (docs/benchmarks.md). Nodes still fetching are found by their neighbours' probes and
+   * A node that fetched a version provides it in the DHT once it holds all of it and its block
+   * traffic is quiet (provide-pacing.ts): until then it serves the nodes still fetching, and the
+   * query would take their CPU. Nodes still fetching are found by their neighbours' probes and
    * the gossip; the publisher provides at once.
    */
   private provideLater (cid: CID): void {
-    const timer = setTimeout(() => { this.provideTimers.delete(timer); this.provide(cid) }, PROVIDE_AFTER_MS * (1 + Math.random()))
-    timer.unref()
-    this.provideTimers.add(timer)
+    const since = Date.now()
+    let last = { at: since, bytes: this.trafficBytes() }
+    const arm = (): void => {
+      const timer = setTimeout(() => {
+        this.provideTimers.delete(timer)
+        const now = { at: Date.now(), bytes: this.trafficBytes() }
+        if (provideNow({ trafficBytes: now.bytes - last.bytes, spanMs: now.at - last.at, waitedMs: now.at - since })) this.provide(cid)
+        else { last = now; arm() }
+      }, jittered(PROVIDE_AFTER_MS))
+      timer.unref()
+      this.provideTimers.add(timer)
+    }
+    arm()
   }
+
+  private trafficBytes (): number { return this.exchange.bytesSent + this.exchange.bytesReceived }
 
   private provide (cid: CID): void {
     const key = cid.toString()
@@ -279,6 +281,8 @@ export class Agent {
         const fetcher = new VersionFetcher(this.exchange, this.store.blocks, resolved.cid, resolved.version.body.tree, { candidates: () => this.candidates(), maxInFlight: this.maxInFlight, reuse: [...this.trees.values()] })
         void fetcher.noHolderWithin(PROVIDER_LOOKUP_AFTER_MS).then(async (alone) => {
           if (!alone) return
+          // Connected peers fetching it too will soon hold pieces of it: give them time first.
+          if (this.exchange.peersAsking(resolved.cid) > 0 && !await fetcher.noHolderWithin(PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS)) return
           this.providerLookups++
           log.debug('no connected peer offers the version yet: looking for providers', { cid: key })
           await this.findProviders([resolved.cid, ...resolved.version.body.parents])

@@ -396,6 +396,11 @@ export class BlockExchange {
     for (const fn of [...set]) fn(version)
   }
 
+  /** How many served peers asked about this version (peers fetching it too, or holding it). */
+  peersAsking (version: CID): number {
+    return this.interested.get(version.toString())?.size ?? 0
+  }
+
   // ---------------------------------------------------------------- server side (their requests)
 
   private addHaveFlusher (flush: () => void): void {

@@ -410,6 +410,8 @@ async function run (ctx: TransportContext): Promise<TransportResult> {
   writeFileSync(join(ctx.dir, 'agent-traffic.json'), JSON.stringify(statuses, null, 1) + '\n')
   const h0Traffic = statuses[0] as { sent?: number }
   if (h0Traffic.sent !== undefined) notes.push(`h0 agent served ${(h0Traffic.sent / ctx.image.bytes).toFixed(2)} F of block data`)
+  const lookups = statuses.slice(1).filter(st => ((st as { providerLookups?: number }).providerLookups ?? 0) > 0).length
+  notes.push(`DHT provider lookups: ${lookups} of ${agents.length} clients`)
   await ctx.stopAll()
   notes.unshift(`one agent per host, ${mesh === 'full' ? 'full mesh' : mesh === 'peers' ? `${peersOf(ctx) ?? ''} peers each` : 'bootstrap to h0'}, deploy through the ${mode === 'api' ? 'control socket' : 'CLI'}, wire compression ${ctx.options.compress ?? 'default'}${ctx.options['max-in-flight'] === undefined ? '' : `, max-in-flight ${ctx.options['max-in-flight']}`}${ctx.options['upload-limit'] === undefined ? '' : `, upload-limit ${ctx.options['upload-limit']}`}`)
   return { t0, clients: outcomes, setupMs, notes }

@@ -1,0 +1,41 @@
+/**
+ * When an agent announces in the DHT a version it fetched, and when it looks up a version's
+ * providers. Both are DHT queries that reach most of a small swarm: a provide walks to the
+ * closest peers and sends each a record, a lookup asks peer after peer. Made while the swarm
+ * moves the version, they take CPU from the transfer: on the testbed (20 clients on two cores)
+ * the provides of the early finishers and the lookups at the start took a fifth of the agents'
+ * CPU in those stretches (docs/benchmarks.md).
+ *
+ * - A provide waits until the node's block traffic is quiet: a node that finished still serves
+ *   the others, and its record helps only nodes that come later. It is made anyway after
+ *   PROVIDE_MAX_WAIT_MS.
+ * - A lookup is made when no connected peer offered the version within PROVIDER_LOOKUP_AFTER_MS;
+ *   when connected peers are fetching the same version (they asked us for it), one of them will
+ *   soon hold pieces, so the lookup waits PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS more.
+ */
+
+/** A fetched version is provided no sooner than this after it is complete (plus up to as much again at random). */
+export const PROVIDE_AFTER_MS = 5000
+/** Block traffic (up plus down, bytes per second) under which a node counts as quiet. */
+export const QUIET_BYTES_PER_SECOND = 256 * 1024
+/** A provide waits for quiet at most this long. */
+export const PROVIDE_MAX_WAIT_MS = 5 * 60_000
+/** A fetch looks for providers when no connected peer offered the version this long after it began. */
+export const PROVIDER_LOOKUP_AFTER_MS = 1000
+/** ... or this much longer when connected peers are fetching the same version. */
+export const PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS = 10_000
+
+/**
+ * Whether a provide waiting since `waitedMs` goes out now, given the block traffic (bytes up
+ * plus down) over the last `spanMs`.
+ */
+export function provideNow (o: { trafficBytes: number, spanMs: number, waitedMs: number }): boolean {
+  if (o.waitedMs >= PROVIDE_MAX_WAIT_MS) return true
+  if (o.spanMs <= 0) return false
+  return o.trafficBytes * 1000 / o.spanMs < QUIET_BYTES_PER_SECOND
+}
+
+/** A random delay in [ms, 2·ms), so that nodes finishing together do not query together. */
+export function jittered (ms: number, random: () => number = Math.random): number {
+  return ms * (1 + random())
+}

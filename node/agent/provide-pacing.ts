@@ -20,8 +20,13 @@ export const PROVIDE_AFTER_MS = 5000
 export const QUIET_BYTES_PER_SECOND = 256 * 1024
 /** A provide waits for quiet at most this long. */
 export const PROVIDE_MAX_WAIT_MS = 5 * 60_000
-/** A fetch looks for providers when no connected peer offered the version this long after it began. */
-export const PROVIDER_LOOKUP_AFTER_MS = 1000
+/**
+ * A fetch looks for providers when no connected peer offered the version this long after it
+ * began. In a formed, idle swarm the neighbours answer the fetcher's probe within a round trip;
+ * when every node starts fetching at once on busy cores, the answers took over a second and
+ * 1–8 of 20 testbed clients looked up providers they did not need.
+ */
+export const PROVIDER_LOOKUP_AFTER_MS = 3000
 /** ... or this much longer when connected peers are fetching the same version. */
 export const PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS = 10_000
 

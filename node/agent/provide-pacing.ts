@@ -14,8 +14,13 @@
  *   soon hold pieces, so the lookup waits PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS more.
  */
 
-/** A fetched version is provided no sooner than this after it is complete (plus up to as much again at random). */
-export const PROVIDE_AFTER_MS = 5000
+/**
+ * A fetched version is provided no sooner than this after it is complete (plus up to as much
+ * again at random), and then at the first check, every as long, that finds the node quiet. With
+ * 5 s, the early finishers of a 50-client testbed deploy were quiet, and provided, while the
+ * last clients still fetched: DHT work took 8–11% of the agents' CPU in that tail.
+ */
+export const PROVIDE_AFTER_MS = 60_000
 /** Block traffic (up plus down, bytes per second) under which a node counts as quiet. */
 export const QUIET_BYTES_PER_SECOND = 256 * 1024
 /** A provide waits for quiet at most this long. */
@@ -27,8 +32,14 @@ export const PROVIDE_MAX_WAIT_MS = 5 * 60_000
  * 1–8 of 20 testbed clients looked up providers they did not need.
  */
 export const PROVIDER_LOOKUP_AFTER_MS = 3000
-/** ... or this much longer when connected peers are fetching the same version. */
-export const PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS = 10_000
+/**
+ * ... or this much longer when connected peers are fetching the same version: they will hold
+ * it once their own tree is loaded. With 50 clients starting at once on two cores a tree took
+ * 20–90 s to load; with 10 s (and 30 s) 48 (39) of the 50 clients still looked up providers,
+ * and the lookups and the peer-store updates they caused took a third of the agents' CPU in the
+ * first 20 s.
+ */
+export const PROVIDER_LOOKUP_WITH_FETCHING_PEERS_MS = 60_000
 
 /**
  * Whether a provide waiting since `waitedMs` goes out now, given the block traffic (bytes up

@@ -20,9 +20,11 @@ import { BlockStore } from '../node/store/block-store.ts'
 import { BlockExchange, makeOffer, type HaveEvent, type Offer, type OfferSource } from '../node/exchange/block-exchange.ts'
 import { Bitfield } from '../node/fetch/bitfield.ts'
 import { VersionFetcher } from '../node/exchange/version-fetcher.ts'
-import { loadTree } from '../node/tree/tree-loader.ts'
+import { loadTree, treeBlocks } from '../node/tree/tree-loader.ts'
 import { encodeTree, type TreeEntry } from '../protocols/tree.ts'
 import { DAG_CBOR_CODE } from '../node/store/cid.ts'
+import { BLOCKS_PROTOCOL, encode, readMessages } from '../protocols/blocks/messages.ts'
+import { sendParts } from '../protocols/blocks/frame.ts'
 
 const cid = (codec: number): CID => CID.createV1(codec, Digest.create(0x12, new Uint8Array(randomBytes(32))))
 
@@ -195,5 +197,77 @@ test('HAVE pacing: news waits while the peer can ask us for enough, and goes out
     have.set(150)
     await until('piece 150', () => heard.has(150))
     assert.equal(messages, before + 1)
+  })
+})
+
+test('a peer that asks for a tree\'s root is sent the whole tree: a tree eight levels deep loads with one WANT', { timeout: 30_000 }, async () => {
+  await withTwoNodes(async ({ a, storeA, storeB, connect }) => {
+    // Node a holds a version whose tree nests eight directories, two of them at each level.
+    const chunk = storeA.putSync(randomBytes(20_000)).cid
+    const meta = { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }
+    const name = (s: string): Uint8Array => new Uint8Array(Buffer.from(s))
+    let dir = storeA.putSync(encodeTree([{ ...meta, name: name('f'), type: 'file', mode: 0o644, size: 20_000, segments: [{ length: 20_000, cid: chunk }] }]), DAG_CBOR_CODE).cid
+    for (let level = 0; level < 8; level++) {
+      const side = storeA.putSync(encodeTree([{ ...meta, name: name(`empty-${level}`), type: 'dir', tree: storeA.putSync(encodeTree([]), DAG_CBOR_CODE).cid }]), DAG_CBOR_CODE).cid
+      dir = storeA.putSync(encodeTree([{ ...meta, name: name('a'), type: 'dir', tree: dir }, { ...meta, name: name('b'), type: 'dir', tree: side }]), DAG_CBOR_CODE).cid
+    }
+    const root = dir
+    const tree = await loadTree(storeA, root)
+    const blocks = treeBlocks(tree)
+    const version = cid(0x71)
+    const { exB } = await connect(async (v) => v.equals(version) ? makeOffer(version, [chunk], 'all', blocks) : null)
+
+    const fetcher = new VersionFetcher(exB, storeB, version, root, { candidates: () => [a.libp2p.peerId.toString()] })
+    await fetcher.prepare()
+    // One WANT (the root), and every tree block in b's store.
+    assert.equal(exB.messagesSent.want, 1)
+    for (const c of blocks) assert.equal(await storeB.has(c), true, `${c.toString()} in b's store`)
+    fetcher.start()
+    await fetcher.done
+    assert.equal(await storeB.has(chunk), true)
+    fetcher.stop()
+    assert.equal(exB.badBlocks, 0)
+  })
+})
+
+test('tree blocks sent unasked are kept only when they hash to their CID; a bad one bans its sender', { timeout: 30_000 }, async () => {
+  await withTwoNodes(async ({ a, b, storeA, storeB }) => {
+    const meta = { mode: 0o755, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] }
+    const sub = storeA.putSync(encodeTree([]), DAG_CBOR_CODE).cid
+    const other = storeA.putSync(encodeTree([{ ...meta, name: new Uint8Array([0x78]), type: 'dir', tree: sub }]), DAG_CBOR_CODE).cid
+    const root = storeA.putSync(encodeTree([{ ...meta, name: new Uint8Array([0x73]), type: 'dir', tree: sub }, { ...meta, name: new Uint8Array([0x6f]), type: 'dir', tree: other }]), DAG_CBOR_CODE).cid
+    const piece = storeA.putSync(randomBytes(1000)).cid
+    // a answers a WANT of the root with the root, then sub (good, unasked), a piece (unasked),
+    // and then `other` with its bytes changed.
+    await a.libp2p.handle(BLOCKS_PROTOCOL, (stream) => {
+      void (async () => {
+        try {
+          for await (const msg of readMessages(stream)) {
+            if (msg.type !== 'want') continue
+            const bad = new Uint8Array(await storeA.get(other))
+            bad[bad.length - 1] ^= 0xff
+            await sendParts(stream, encode({ type: 'block', id: msg.id, blocks: [{ cid: root, bytes: await storeA.get(root) }, { cid: sub, bytes: await storeA.get(sub) }, { cid: piece, bytes: await storeA.get(piece) }] }))
+            await sendParts(stream, encode({ type: 'block', id: 0, blocks: [{ cid: other, bytes: bad }] }))
+          }
+        } catch {}
+      })()
+    })
+    const exB = new BlockExchange(b.libp2p, storeB, async () => null)
+    await exB.start()
+    try {
+      await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+      const A = a.libp2p.peerId.toString()
+      let got: Uint8Array | null = null
+      exB.expect(root, { resolve: (_p, bytes) => { got = new Uint8Array(bytes) }, reject: () => {} })
+      await exB.want(A, [root])
+      await until('the ban', () => exB.isBanned(A))
+      assert.ok(got !== null, 'the root arrived')
+      assert.equal(exB.badBlocks, 1)
+      assert.deepEqual(Buffer.from(exB.takePushed(sub) ?? new Uint8Array(0)), Buffer.from(await storeA.get(sub)), 'the good tree block was kept')
+      assert.equal(exB.takePushed(piece), undefined, 'a piece sent unasked is not kept')
+      assert.equal(exB.takePushed(other), undefined, 'the bad block is not kept')
+    } finally {
+      await exB.stop()
+    }
   })
 })

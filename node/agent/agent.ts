@@ -198,16 +198,18 @@ export class Agent {
     let tree: CID
     try { tree = (await this.store.getVersion(version)).body.tree } catch { return null }
     let pieces
+    let blocks: CID[]
     try {
       const root = await loadTree(this.store.blocks, tree, { reuse: [...this.trees.values()] })
       // An offer is a version whose blocks are all here, tree blocks taken from memory included.
-      if (!(await this.store.blocks.hasAll(treeBlocks(root)))) return null
+      blocks = treeBlocks(root)
+      if (!(await this.store.blocks.hasAll(blocks))) return null
       pieces = pieceList(root)
     } catch { return null }
     const have = new Bitfield(pieces.length)
     const held = this.store.blocks.heldOf(pieces.map(p => p.cid))
     for (let i = 0; i < pieces.length; i++) if (held[i]) have.set(i)
-    const offer = makeOffer(version, pieces.map(p => p.cid), have.complete ? 'all' : have)
+    const offer = makeOffer(version, pieces.map(p => p.cid), have.complete ? 'all' : have, blocks)
     if (have.complete) this.complete.set(version.toString(), offer)
     return offer
   }

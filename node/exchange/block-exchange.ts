@@ -23,6 +23,7 @@ import { BlockCache } from './block-cache.ts'
 import { PeerPieces } from './peer-pieces.ts'
 import { BLOCKS_PROTOCOL_Z, ZSTD_AVAILABLE, BlockInflater, compressBlock, encodeZBlocks, readWireMessages, type ZBlock } from './zblocks.ts'
 import { createLogger } from '../logger.ts'
+import { mayKeepPushed, PushedBlocks, treeAfterRoot } from './pushed-blocks.ts'
 
 const log = createLogger('exchange')
 /** Bytes of block data read and written per turn of a serving stream (one drain wait). */
@@ -71,17 +72,19 @@ export interface Offer {
   have: 'all' | Bitfield
   /** Set while this node is the first holder of a brand-new version. */
   superSeed?: SuperSeed
+  /** The version's tree blocks, root first, when known: sent whole to a peer that asks for the root. */
+  tree?: CID[]
 }
 
 /**
  * The offer of a version's pieces, indexed by CID. The pieces' CIDs go into the wire's CID table
  * too: every WANT, BLOCK and CANCEL of this version then names instances already decoded.
  */
-export function makeOffer (version: CID, pieces: CID[], have: 'all' | Bitfield): Offer {
+export function makeOffer (version: CID, pieces: CID[], have: 'all' | Bitfield, tree?: CID[]): Offer {
   const index = new Map<string, number>()
   for (let i = 0; i < pieces.length; i++) index.set(pieces[i].toString(), i)
   rememberCids(pieces)
-  return { version, pieces, index, have }
+  return tree === undefined ? { version, pieces, index, have } : { version, pieces, index, have, tree }
 }
 
 export interface HaveEvent { peer: string, version: CID, pieceCount: number, have: HaveSet }
@@ -121,6 +124,10 @@ class ClientSession {
   id (): number { this.nextId = (this.nextId + 1) % 0xffff_fff0; return this.nextId }
 }
 
+function * offersOf (watching: Map<string, { offer: Offer }>): Iterable<Offer> {
+  for (const w of watching.values()) yield w.offer
+}
+
 /** Whether an offer is super-seeded now (it shows each peer a few unsent pieces). */
 function seeding (offer: Offer): boolean {
   return offer.superSeed !== undefined && !offer.superSeed.finished
@@ -150,6 +157,8 @@ export class BlockExchange {
   readonly traffic = new Map<string, PeerTraffic>()
   /** What peers told us they hold, left out of the HAVEs we send them. */
   private readonly peerPieces = new PeerPieces()
+  /** Tree blocks sent with their root before we asked for them. */
+  private readonly pushed = new PushedBlocks()
   /** Listeners told when a peer is gone (disconnected or banned). */
   readonly peerGone = new Set<(peer: string) => void>()
   bytesSent = 0
@@ -303,8 +312,11 @@ export class BlockExchange {
             this.wireReceived += wire.length
             const key = cid.toString()
             const waiter = this.waiters.get(key)
-            // Only what someone waits for is decompressed.
-            if (waiter === undefined) continue
+            // Only what someone waits for is decompressed, and tree blocks sent with their root.
+            if (waiter === undefined) {
+              if (!this.keepPushed(peer, cid, wire, compressed)) return
+              continue
+            }
             let bytes = wire
             if (compressed) {
               try { bytes = this.inflater.inflate(wire) } catch {
@@ -336,6 +348,30 @@ export class BlockExchange {
       if (this.sessions.has(peer)) this.dropPeer(peer)
     }
   }
+
+  /**
+   * A tree block that arrived unasked (sent with the root of its tree): kept, checked against
+   * its CID, for the tree loader. False when the peer sent a bad block (it is banned).
+   */
+  private keepPushed (peer: string, cid: CID, wire: Uint8Array, compressed: boolean): boolean {
+    if (!mayKeepPushed(cid, wire.length)) return true
+    let bytes: Uint8Array
+    try { bytes = compressed ? this.inflater.inflate(wire) : wire } catch {
+      this.badBlocks++
+      this.ban(peer, 'sent compressed blocks that do not decompress')
+      return false
+    }
+    if (!matchesCid(cid, bytes)) {
+      this.badBlocks++
+      this.ban(peer, `sent a block that does not hash to ${cid.toString()}`)
+      return false
+    }
+    this.pushed.put(cid.toString(), bytes.slice())
+    return true
+  }
+
+  /** A tree block a peer sent before we asked for it (checked against its CID), once. */
+  takePushed (cid: CID): Uint8Array | undefined { return this.pushed.take(cid.toString()) }
 
   /** Asks a peer what it holds of a version (the answer arrives through onHave). */
   async askHave (peer: string, version: CID, pieceCount: number, mine: HaveSet): Promise<void> {
@@ -429,6 +465,8 @@ export class BlockExchange {
      * at which of its changes) the last HAVE turn looked at, and since when news has waited.
      */
     const watching = new Map<string, { offer: Offer, told: Bitfield | null, toldAll: boolean, seen?: Bitfield, seenChanges?: number, waitingSince?: number }>()
+    /** Roots of the trees this peer was sent whole. */
+    const treesSent = new Set<string>()
     const waker: { wake: (() => void) | null } = { wake: null }
     let ended = false
     const send = async (msg: BlocksMessage): Promise<void> => { countMessage(this.messagesSent, msg.type); await sendParts(stream, encode(msg)) }
@@ -621,7 +659,12 @@ export class BlockExchange {
           }
           await tell(key, offer)
         } else if (msg.type === 'want') {
-          for (const c of msg.cids) { cancelled.delete(c.toString()); queue.push(c) }
+          for (const c of msg.cids) {
+            cancelled.delete(c.toString())
+            queue.push(c)
+            // The root of a tree we offer: the rest of the tree follows it unasked.
+            for (const t of treeAfterRoot(c, offersOf(watching), treesSent)) queue.push(t)
+          }
           waker.wake?.()
         } else if (msg.type === 'cancel') {
           for (const c of msg.cids) cancelled.add(c.toString())

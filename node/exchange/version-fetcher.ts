@@ -155,7 +155,7 @@ export class VersionFetcher implements BlockGetter {
     const maxInFlight = this.opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
     this.scheduler = new PieceScheduler(pieces.length, have, { maxInFlight })
     if (this.opts.inFlightTargetMs !== 0) this.rates = new PeerRates(this.totalBytes / Math.max(1, pieces.length), { targetMs: this.opts.inFlightTargetMs ?? 600, max: maxInFlight })
-    this.offer = makeOffer(this.version, pieces.map(p => p.cid), have)
+    this.offer = makeOffer(this.version, pieces.map(p => p.cid), have, treeBlocks(this.tree))
     this.startedAt = Date.now()
     log.info('tree loaded', { version: this.version.toString(), ms: this.startedAt - started, pieces: pieces.length, have: have.cardinality, holders: this.holders.size })
     // Peers that asked us about this version before we had anything now hear that we do.
@@ -175,6 +175,13 @@ export class VersionFetcher implements BlockGetter {
   // ------------------------------------------------------------------ tree blocks
 
   private async treeBlock (cid: CID): Promise<Uint8Array> {
+    // Sent with the tree's root before we asked: checked against its CID on arrival.
+    const pushed = this.exchange.takePushed(cid)
+    if (pushed !== undefined) {
+      this.treeProgress = Date.now()
+      await this.store.putTrusted(cid, pushed)
+      return pushed
+    }
     return await new Promise<Uint8Array>((resolve, reject) => {
       this.treeQueue.push({ cid, resolve, reject, tried: new Set(), peer: null, at: 0, rounds: 1 })
       if (this.treeSince === 0) { this.treeSince = Date.now(); this.treeProgress = this.treeSince }
@@ -201,6 +208,13 @@ export class VersionFetcher implements BlockGetter {
     const batches = new Map<string, TreeRequest[]>()
     const left: TreeRequest[] = []
     for (const r of this.treeQueue.splice(0)) {
+      // Arrived with the root meanwhile: no request needed.
+      const pushed = this.exchange.takePushed(r.cid)
+      if (pushed !== undefined) {
+        this.treeProgress = Date.now()
+        this.store.putTrusted(r.cid, pushed).then(() => { r.resolve(pushed) }, (err: unknown) => { r.reject(err as Error) })
+        continue
+      }
       let best: string | null = null
       let bestLoad = Infinity
       for (const h of holders) {

@@ -314,7 +314,9 @@ export class BlockExchange {
             const waiter = this.waiters.get(key)
             // Only what someone waits for is decompressed, and tree blocks sent with their root.
             if (waiter === undefined) {
-              if (!this.keepPushed(peer, cid, wire, compressed)) return
+              const kept = this.keepPushed(peer, cid, wire, compressed)
+              if (kept === null) return
+              if (kept) { traffic.blocksReceived++; this.blocksFetched++ }
               continue
             }
             let bytes = wire
@@ -351,20 +353,21 @@ export class BlockExchange {
 
   /**
    * A tree block that arrived unasked (sent with the root of its tree): kept, checked against
-   * its CID, for the tree loader. False when the peer sent a bad block (it is banned).
+   * its CID, for the tree loader. True when kept, false when not a block to keep, null when
+   * the peer sent a bad block (it is banned).
    */
-  private keepPushed (peer: string, cid: CID, wire: Uint8Array, compressed: boolean): boolean {
-    if (!mayKeepPushed(cid, wire.length)) return true
+  private keepPushed (peer: string, cid: CID, wire: Uint8Array, compressed: boolean): boolean | null {
+    if (!mayKeepPushed(cid, wire.length)) return false
     let bytes: Uint8Array
     try { bytes = compressed ? this.inflater.inflate(wire) : wire } catch {
       this.badBlocks++
       this.ban(peer, 'sent compressed blocks that do not decompress')
-      return false
+      return null
     }
     if (!matchesCid(cid, bytes)) {
       this.badBlocks++
       this.ban(peer, `sent a block that does not hash to ${cid.toString()}`)
-      return false
+      return null
     }
     this.pushed.put(cid.toString(), bytes.slice())
     return true

@@ -16,7 +16,7 @@
 
 /**
  * A fetched version is provided no sooner than this after it is complete (plus up to as much
- * again at random), and then at the first check, every as long, that finds the node quiet. With
+ * again at random): then, and at each such interval after, it goes out if the node is quiet. With
  * 5 s, the early finishers of a 50-client testbed deploy were quiet, and provided, while the
  * last clients still fetched: DHT work took 8–11% of the agents' CPU in that tail.
  */

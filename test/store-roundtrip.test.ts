@@ -40,6 +40,25 @@ function blockOf (tree: DirNode, name: string): string {
   return tree.entries.find(e => Buffer.from(e.name).toString() === name)!.segments![0].cid!.toString()
 }
 
+interface PackedDir { src: string, data: string, dst: string, names: string[], capture: () => Promise<DirNode>, v1: DirNode, block: string }
+
+/**
+ * A directory `<dir>-src` of `count` files of `size` random bytes whose names never end a pack,
+ * captured as `image` into `data-<dir>`: the files share one block (asserted).
+ */
+async function packedDir (dir: string, image: string, prefix: string, count: number, size: number): Promise<PackedDir> {
+  const src = join(work, `${dir}-src`)
+  const data = join(work, `data-${dir}`)
+  await mkdir(src, { recursive: true })
+  const names = namesNotEndingPacks(prefix, count)
+  for (const n of names) await writeFile(join(src, n), randomBytes(size))
+  const capture = async (): Promise<DirNode> => await captureTree(src, data, image)
+  const v1 = await capture()
+  const block = blockOf(v1, names[0])
+  for (const n of names) assert.equal(blockOf(v1, n), block, `${count} files of ${size} bytes in one pack`)
+  return { src, data, dst: join(work, `${dir}-dst`), names, capture, v1, block }
+}
+
 interface CaptureJson { image: string, version: number, cid: string, files: number, bytes: number, newBytes: number, created: boolean, hashedFiles: number }
 interface DeployJson { created: number, updated: number, attributes: number, deleted: number, linked: number, mode: string, changes: Array<{ kind: string, path: string }> }
 
@@ -220,17 +239,8 @@ test('a pack never outgrows its limit when files between the new ones keep their
 })
 
 test('a pack whose directory keeps less than half of it is packed anew; one that keeps more, or only sees new stats, is not', async () => {
-  const src = join(work, 'repack-src')
-  const data = join(work, 'data-repack')
-  const dst = join(work, 'repack-dst')
-  await mkdir(src, { recursive: true })
   // eight files of 20 KB whose names never end a pack: one pack of 160 KB
-  const names = namesNotEndingPacks('r', 8)
-  for (const n of names) await writeFile(join(src, n), randomBytes(20_000))
-  const capture = async (): Promise<DirNode> => await captureTree(src, data, 'rp')
-  const v1 = await capture()
-  const first = blockOf(v1, names[0])
-  for (const n of names) assert.equal(blockOf(v1, n), first)
+  const { src, data, dst, names, capture, v1, block: first } = await packedDir('repack', 'rp', 'r', 8, 20_000)
 
   // three files go: 100 of 160 KB still used, the pack stays
   for (const n of names.slice(0, 3)) await rm(join(src, n))
@@ -261,16 +271,8 @@ test('a pack whose directory keeps less than half of it is packed anew; one that
 })
 
 test('a change in a directory folds its files in blocks under 16 KiB into the new pack', async () => {
-  const src = join(work, 'fold-src')
-  const data = join(work, 'data-fold')
-  const dst = join(work, 'fold-dst')
-  await mkdir(src, { recursive: true })
-  const names = namesNotEndingPacks('t', 4)
-  for (const n of names) await writeFile(join(src, n), randomBytes(3000))
-  const capture = async (): Promise<DirNode> => await captureTree(src, data, 'fold')
-  const v1 = await capture()
-  const small = blockOf(v1, names[0])
-  for (const n of names) assert.equal(blockOf(v1, n), small, 'four files of 3,000 bytes in one pack of 12 KB')
+  // four files of 3,000 bytes in one pack of 12 KB
+  const { src, data, dst, names, capture, block: small } = await packedDir('fold', 'fold', 't', 4, 3000)
   // one file changes: the three kept files leave their 12 KB pack for the new one, one block in all
   await writeFile(join(src, names[0]), randomBytes(3000))
   const v2 = await capture()

@@ -313,30 +313,14 @@ export class BlockExchange {
             const key = cid.toString()
             const waiter = this.waiters.get(key)
             // Only what someone waits for is decompressed, and tree blocks sent with their root.
-            if (waiter === undefined) {
-              const kept = this.keepPushed(peer, cid, wire, compressed)
-              if (kept === null) return
-              if (kept) { traffic.blocksReceived++; this.blocksFetched++ }
-              continue
-            }
-            let bytes = wire
-            if (compressed) {
-              try { bytes = this.inflater.inflate(wire) } catch {
-                waiter.reject(peer, false)
-                this.badBlocks++
-                this.ban(peer, 'sent compressed blocks that do not decompress')
-                return
-              }
-            }
-            if (!matchesCid(cid, bytes)) {
-              this.badBlocks++
-              waiter.reject(peer, false)
-              this.ban(peer, `sent a block that does not hash to ${key}`)
-              return
-            }
-            if (compressed) this.zcache.put(key, wire)
+            if (waiter === undefined && !mayKeepPushed(cid, wire.length)) continue
+            const bytes = this.checked(peer, cid, wire, compressed, waiter)
+            if (bytes === null) return
             traffic.blocksReceived++
             this.blocksFetched++
+            // Kept for the tree loader (the bytes may lie in the inflater's buffer: copied).
+            if (waiter === undefined) { this.pushed.put(key, bytes.slice()); continue }
+            if (compressed) this.zcache.put(key, wire)
             waiter.resolve(peer, bytes, compressed ? wire : undefined)
           }
         } else if (msg.type === 'dont-have') {
@@ -352,25 +336,23 @@ export class BlockExchange {
   }
 
   /**
-   * A tree block that arrived unasked (sent with the root of its tree): kept, checked against
-   * its CID, for the tree loader. True when kept, false when not a block to keep, null when
-   * the peer sent a bad block (it is banned).
+   * A received block's bytes, decompressed if it came compressed and checked against its CID;
+   * null when bad: its waiter (if any) is told, the sender banned.
    */
-  private keepPushed (peer: string, cid: CID, wire: Uint8Array, compressed: boolean): boolean | null {
-    if (!mayKeepPushed(cid, wire.length)) return false
-    let bytes: Uint8Array
-    try { bytes = compressed ? this.inflater.inflate(wire) : wire } catch {
-      this.badBlocks++
-      this.ban(peer, 'sent compressed blocks that do not decompress')
-      return null
+  private checked (peer: string, cid: CID, wire: Uint8Array, compressed: boolean, waiter: Waiter | undefined): Uint8Array | null {
+    let bytes = wire
+    if (compressed) {
+      try { bytes = this.inflater.inflate(wire) } catch { return this.refuse(peer, waiter, 'sent compressed blocks that do not decompress') }
     }
-    if (!matchesCid(cid, bytes)) {
-      this.badBlocks++
-      this.ban(peer, `sent a block that does not hash to ${cid.toString()}`)
-      return null
-    }
-    this.pushed.put(cid.toString(), bytes.slice())
-    return true
+    if (!matchesCid(cid, bytes)) return this.refuse(peer, waiter, `sent a block that does not hash to ${cid.toString()}`)
+    return bytes
+  }
+
+  private refuse (peer: string, waiter: Waiter | undefined, why: string): null {
+    waiter?.reject(peer, false)
+    this.badBlocks++
+    this.ban(peer, why)
+    return null
   }
 
   /** A tree block a peer sent before we asked for it (checked against its CID), once. */

@@ -174,14 +174,20 @@ export class VersionFetcher implements BlockGetter {
 
   // ------------------------------------------------------------------ tree blocks
 
-  private async treeBlock (cid: CID): Promise<Uint8Array> {
-    // Sent with the tree's root before we asked: checked against its CID on arrival.
+  /**
+   * A tree block sent with the tree's root before we asked for it (checked against its CID on
+   * arrival), being stored; undefined when none came.
+   */
+  private usePushed (cid: CID): Promise<Uint8Array> | undefined {
     const pushed = this.exchange.takePushed(cid)
-    if (pushed !== undefined) {
-      this.treeProgress = Date.now()
-      await this.store.putTrusted(cid, pushed)
-      return pushed
-    }
+    if (pushed === undefined) return undefined
+    this.treeProgress = Date.now()
+    return this.store.putTrusted(cid, pushed).then(() => pushed)
+  }
+
+  private async treeBlock (cid: CID): Promise<Uint8Array> {
+    const pushed = this.usePushed(cid)
+    if (pushed !== undefined) return await pushed
     return await new Promise<Uint8Array>((resolve, reject) => {
       this.treeQueue.push({ cid, resolve, reject, tried: new Set(), peer: null, at: 0, rounds: 1 })
       if (this.treeSince === 0) { this.treeSince = Date.now(); this.treeProgress = this.treeSince }
@@ -209,10 +215,9 @@ export class VersionFetcher implements BlockGetter {
     const left: TreeRequest[] = []
     for (const r of this.treeQueue.splice(0)) {
       // Arrived with the root meanwhile: no request needed.
-      const pushed = this.exchange.takePushed(r.cid)
+      const pushed = this.usePushed(r.cid)
       if (pushed !== undefined) {
-        this.treeProgress = Date.now()
-        this.store.putTrusted(r.cid, pushed).then(() => { r.resolve(pushed) }, (err: unknown) => { r.reject(err as Error) })
+        pushed.then(r.resolve, (err: unknown) => { r.reject(err as Error) })
         continue
       }
       let best: string | null = null

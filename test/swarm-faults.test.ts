@@ -21,7 +21,8 @@ import { BLOCKS_PROTOCOL, encode, readMessages } from '../protocols/blocks/messa
 import { sendParts } from '../protocols/blocks/frame.ts'
 import { HEADS_PROTOCOL } from '../protocols/heads/heads.ts'
 import { ANNOUNCE_TOPIC, encodeAnnouncement, signAnnouncement } from '../protocols/announce/announce.ts'
-import { encodeVersion, signVersion } from '../protocols/version.ts'
+import { decodeVersion, encodeVersion, signVersion } from '../protocols/version.ts'
+import { loadTree, pieceList } from '../node/tree/tree-loader.ts'
 import { imgmesh, imgmeshJson } from './support/cli.ts'
 import { rsyncDifferences } from './support/tree-check.ts'
 import { AgentSet, waitFor } from './support/agents.ts'
@@ -105,12 +106,15 @@ test('a peer sending corrupt blocks is banned; the deploy completes from honest 
   const honest = new BlockStore(join(agents.dataDir('b'), 'blocks'))
   await honest.open()
   const evil = await outsiderNode(b.addr)
+  const pieceCountOf = async (version: CID): Promise<number> => pieceList(await loadTree(honest, decodeVersion(await honest.get(version)).body.tree)).length
   let servedGarbage = 0
   await evil.libp2p.handle(BLOCKS_PROTOCOL, (stream) => {
     void (async () => {
       try {
         for await (const msg of readMessages(stream)) {
-          if (msg.type === 'have') await sendParts(stream, encode({ type: 'have', version: msg.version, pieceCount: msg.pieceCount, have: { kind: 'all' } }))
+          // It answers as a holder would, with the version's piece count (not an echo of the
+          // asker's 0): the asker then counts it among its sources from the start of the fetch.
+          if (msg.type === 'have') await sendParts(stream, encode({ type: 'have', version: msg.version, pieceCount: await pieceCountOf(msg.version), have: { kind: 'all' } }))
           if (msg.type === 'want') {
             const blocks = await Promise.all(msg.cids.map(async (cid) => {
               const real = await honest.get(cid).catch(() => new Uint8Array(10))

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
-import { DAG_CBOR, mayKeepPushed, PushedBlocks, treeAfterRoot } from '../node/exchange/pushed-blocks.ts'
+import { mayKeepPushed, PushedBlocks, treeAfterRoot } from '../node/exchange/pushed-blocks.ts'
+import { DAG_CBOR_CODE } from '../node/store/cid.ts'
 
 const cid = (codec: number): CID => CID.createV1(codec, Digest.create(0x12, new Uint8Array(randomBytes(32))))
 
@@ -25,14 +26,14 @@ test('pushed tree blocks: kept once each, taken once, oldest dropped past the li
 })
 
 test('only tree blocks (dag-cbor) within the limit are kept unasked', () => {
-  assert.equal(mayKeepPushed(cid(DAG_CBOR), 1000), true)
+  assert.equal(mayKeepPushed(cid(DAG_CBOR_CODE), 1000), true)
   assert.equal(mayKeepPushed(cid(0x55), 1000), false)
-  assert.equal(mayKeepPushed(cid(DAG_CBOR), 2000, 1000), false)
+  assert.equal(mayKeepPushed(cid(DAG_CBOR_CODE), 2000, 1000), false)
 })
 
 test('the rest of a tree goes out after its root, once per stream, and for nothing else', () => {
-  const tree = [cid(DAG_CBOR), cid(DAG_CBOR), cid(DAG_CBOR)]
-  const lone = cid(DAG_CBOR)
+  const tree = [cid(DAG_CBOR_CODE), cid(DAG_CBOR_CODE), cid(DAG_CBOR_CODE)]
+  const lone = cid(DAG_CBOR_CODE)
   const offers = [{ tree: [lone] }, { tree }, {}]
   const sent = new Set<string>()
   assert.deepEqual(treeAfterRoot(tree[1], offers, sent), [], 'not a root')

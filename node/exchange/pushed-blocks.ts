@@ -9,15 +9,14 @@
  * nobody takes costs its memory until then, no more.
  */
 import type { CID } from 'multiformats/cid'
+import { DAG_CBOR_CODE } from '../store/cid.ts'
 
-/** The multicodec of tree and version blocks. */
-export const DAG_CBOR = 0x71
 /** Most bytes of pushed tree blocks kept at once. */
 export const PUSHED_MAX_BYTES = 16 * 1024 * 1024
 
-/** Whether a block may be kept unasked: a tree block (dag-cbor) no larger than the store keeps. */
+/** Whether a block may be kept unasked: a tree block (dag-cbor) no larger than `maxBytes`. */
 export function mayKeepPushed (cid: CID, length: number, maxBytes = PUSHED_MAX_BYTES): boolean {
-  return cid.code === DAG_CBOR && length <= maxBytes
+  return cid.code === DAG_CBOR_CODE && length <= maxBytes
 }
 
 export class PushedBlocks {
@@ -57,7 +56,7 @@ export class PushedBlocks {
  * whose root it is (root first in `tree`), unless this stream was sent that tree already.
  */
 export function treeAfterRoot (cid: CID, offers: Iterable<{ tree?: CID[] }>, sent: Set<string>): CID[] {
-  if (cid.code !== DAG_CBOR) return []
+  if (cid.code !== DAG_CBOR_CODE) return []
   for (const offer of offers) {
     const tree = offer.tree
     if (tree === undefined || tree.length < 2 || !tree[0].equals(cid)) continue
